@@ -1,0 +1,99 @@
+"""The public functions behind the CLI: compare, report, and the demo."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from harness.config import CompareConfig
+from harness.errors import HarnessError
+
+
+def load_suites(config: CompareConfig) -> list[Any]:
+    """Load and validate every suite before any model loads (bad suites fail fast)."""
+    from harness.suites import load_suite
+
+    return [
+        load_suite(name, limit=config.limit, data_dir=config.data_dir, chat_template=config.chat_template,
+                   seed=config.seed)
+        for name in config.suites
+    ]
+
+
+def _progress(console: bool) -> tuple[AbstractContextManager[Any], Any]:
+    if not console:
+        return nullcontext(), None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bars.add_task(phase, total=total)
+        bars.update(tasks[phase], completed=done, total=total)
+
+    return bars, update
+
+
+def compare(config: CompareConfig, *, report: bool = True, console: bool = False) -> Path:
+    """Run a comparison; returns the run folder (with index.html unless report=False)."""
+    from harness.compare import run_compare
+
+    config.validate()
+    suites = load_suites(config)
+    bars, update = _progress(console)
+    with bars:
+        run_dir = run_compare(config, suites, progress=update)
+    if report:
+        html = _render(run_dir, None)
+        if console:
+            _print_summary(run_dir)
+            print(f"report: {html}")
+    return run_dir
+
+
+def _render(run_dir: Path, out: Path | None) -> Path:
+    from harness.report import render_html
+    from harness.store.record import read_record
+
+    record = read_record(run_dir)
+    return render_html(record, out or run_dir / "index.html")
+
+
+def _print_summary(run_dir: Path) -> None:
+    from rich.console import Console
+
+    from harness.report import render_terminal_summary
+    from harness.store.record import read_record
+
+    render_terminal_summary(read_record(run_dir), Console())
+
+
+def report(run_dir: Path, out: Path | None = None) -> Path:
+    """Render RUN_DIR/index.html (or `out`) from a finished run record."""
+    return _render(Path(run_dir), out)
+
+
+def demo_prepare(out_dir: Path, *, force: bool = False) -> Any:
+    from harness.demo.prepare import prepare_demo
+
+    return prepare_demo(out_dir, force=force, progress=print)
+
+
+def demo_run(models_dir: Path, out_dir: Path, *, backend: str | None = None, limit: int | None = None) -> Path:
+    """Prepare (cached) the demo teacher, base and student, then compare them on the built-in suites."""
+    from harness.backends import parse_model_spec
+
+    models = demo_prepare(models_dir)
+    if backend not in (None, "vllm", "hf"):
+        raise HarnessError(f"--backend {backend!r}: use vllm or hf")
+    config = CompareConfig(
+        teacher=parse_model_spec(str(models.teacher), backend, label="teacher"),
+        students=(parse_model_spec(str(models.student), backend, label="student"),),
+        base=parse_model_spec(str(models.base), backend, label="base"),
+        out_dir=out_dir,
+        limit=limit,
+    )
+    return compare(config, report=True, console=True)

@@ -1,0 +1,194 @@
+"""The `harness` command. Imports stay lazy so `harness --help` answers at once.
+
+User errors print one line and exit 2; infrastructure failures exit 3; `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+
+def _engine_args(pairs: list[str]) -> dict[str, Any]:
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise HarnessError(f"--engine-arg {pair!r}: write KEY=VALUE, e.g. --engine-arg max_model_len=2048")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _temperatures(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise HarnessError(f"--kd-temperature {text!r}: give numbers separated by commas, e.g. 1,2") from None
+
+
+def _suites(values: list[str] | None) -> tuple[str, ...]:
+    from harness.config import DEFAULT_SUITES
+
+    if not values:
+        return DEFAULT_SUITES
+    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="What did the student keep? Compare a teacher "
+                                     "LLM with its distilled students.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cmp_ = sub.add_parser("compare", help="compare a teacher with one or more students")
+    cmp_.add_argument("teacher", help="[backend:]path-or-id of the teacher (backends: vllm, hf)")
+    cmp_.add_argument("students", nargs="+", help="[backend:]path-or-id of each student")
+    cmp_.add_argument("--base", help="an undistilled base student, reported like a student")
+    cmp_.add_argument("--suite", action="append", help="suite name or suite file (repeatable; default: built-ins)")
+    cmp_.add_argument("--limit", type=int, help="at most N items per suite")
+    cmp_.add_argument("--out", type=Path, default=Path("reports/latest"), help="run folder to write")
+    cmp_.add_argument("--backend", help="default backend for models without a prefix (vllm or hf)")
+    cmp_.add_argument("--cache-dir", type=Path, help="response cache folder (default ~/.cache/distill-harness)")
+    cmp_.add_argument("--data-dir", type=Path, help="folder with local copies of public datasets")
+    cmp_.add_argument("--seed", type=int, default=1234)
+    cmp_.add_argument("--bootstrap", type=int, default=1000, help="bootstrap iterations for CIs")
+    cmp_.add_argument("--chat-template", choices=["on", "off", "auto"], default="auto")
+    cmp_.add_argument("--no-kd", action="store_true", help="skip the token-level KD check")
+    cmp_.add_argument("--kd-temperature", default="1,2", help="temperatures for KD divergences, e.g. 1,2")
+    cmp_.add_argument("--kd-max-tokens", type=int, default=96)
+    cmp_.add_argument("--kd-top-k", type=int, default=20, help="teacher top-k kept in lower-bound mode")
+    cmp_.add_argument("--kd-mode", choices=["auto", "exact", "lower-bound"], default="auto")
+    cmp_.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                      help="passed to every engine (dtype, max_model_len, tensor_parallel_size, ...)")
+    cmp_.add_argument("--no-report", action="store_true", help="write the run record only")
+
+    rep = sub.add_parser("report", help="render the HTML report of a run folder")
+    rep.add_argument("run_dir", type=Path)
+    rep.add_argument("--out", type=Path, help="HTML file (default RUN_DIR/index.html)")
+
+    sub.add_parser("suites", help="list the built-in suites")
+    val = sub.add_parser("validate", help="check a suite file without running a model")
+    val.add_argument("suite_file")
+
+    demo = sub.add_parser("demo", help="the demo models (teacher, base, distilled student)")
+    demo_sub = demo.add_subparsers(dest="demo_command", required=True)
+    prep = demo_sub.add_parser("prepare", help="build the demo models (cached)")
+    prep.add_argument("--out", type=Path, default=Path("models/demo"))
+    prep.add_argument("--force", action="store_true")
+    drun = demo_sub.add_parser("run", help="prepare the demo models and compare them on the built-in suites")
+    drun.add_argument("--models", type=Path, default=Path("models/demo"))
+    drun.add_argument("--out", type=Path, default=Path("reports/demo"))
+    drun.add_argument("--backend", default=None)
+    drun.add_argument("--limit", type=int)
+    return parser
+
+
+def _compare_config(args: argparse.Namespace) -> Any:
+    from harness.backends import parse_model_spec
+    from harness.config import CompareConfig, default_cache_dir
+
+    default = args.backend
+    if default is not None and default not in ("vllm", "hf", "mock"):
+        raise HarnessError(f"--backend {default!r}: use vllm or hf")
+    return CompareConfig(
+        teacher=parse_model_spec(args.teacher, default),
+        students=tuple(parse_model_spec(s, default) for s in args.students),
+        base=parse_model_spec(args.base, default) if args.base else None,
+        suites=_suites(args.suite),
+        limit=args.limit,
+        out_dir=args.out,
+        cache_dir=args.cache_dir or default_cache_dir(),
+        data_dir=args.data_dir,
+        seed=args.seed,
+        bootstrap=args.bootstrap,
+        chat_template={"on": True, "off": False, "auto": None}[args.chat_template],
+        kd=not args.no_kd,
+        kd_temperatures=_temperatures(args.kd_temperature),
+        kd_max_tokens=args.kd_max_tokens,
+        kd_top_k=args.kd_top_k,
+        kd_mode=args.kd_mode,
+        engine_args=_engine_args(args.engine_arg),
+    )
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from harness.api import compare
+
+    config = _compare_config(args)
+    compare(config, report=not args.no_report, console=True)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from harness.api import report
+
+    path = report(args.run_dir, args.out)
+    print(f"report: {path}")
+    return 0
+
+
+def _cmd_suites(_: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.suites import list_suites
+
+    table = Table("suite", "ability", "items", "variants", "chance", "description")
+    for info in list_suites():
+        table.add_row(info.name, info.ability, str(info.n_items), ", ".join(info.variants), f"{info.chance:g}",
+                      info.description)
+    Console().print(table)
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from harness.suites import validate_suite_file
+
+    info = validate_suite_file(args.suite_file)
+    print(f"ok: {info.name} ({info.ability}, {info.n_items} items, variants {', '.join(info.variants)})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from harness.api import demo_prepare, demo_run
+
+    if args.demo_command == "prepare":
+        models = demo_prepare(args.out, force=args.force)
+        print(f"teacher: {models.teacher}\nbase:    {models.base}\nstudent: {models.student}")
+        return 0
+    demo_run(args.models, args.out, backend=args.backend, limit=args.limit)
+    return 0
+
+
+COMMANDS = {"compare": _cmd_compare, "report": _cmd_report, "suites": _cmd_suites, "validate": _cmd_validate,
+            "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the cache", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

