@@ -13,13 +13,14 @@ does not score again.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from harness.backends.base import Backend, ScoreRequest, TokenScores
 from harness.metrics.divergence import (
+    METRIC_NAMES,
     PositionDivergences,
     full_vocab_divergences,
     student_full_vs_teacher_topk,
@@ -54,12 +55,11 @@ def build_sequences(teacher: Backend, prompts: Sequence[str], generations: Seque
 
 
 def _divergences_to_arrays(div: PositionDivergences) -> dict[str, np.ndarray]:
-    return {f.name: np.asarray(getattr(div, f.name)) for f in fields(div)}
+    return {name: np.asarray(value) for name, value in div.metrics().items()}
 
 
 def _arrays_to_divergences(arrays: dict[str, np.ndarray]) -> PositionDivergences:
-    names = {f.name for f in fields(PositionDivergences)}
-    return PositionDivergences(**{name: arrays[name] for name in names})
+    return PositionDivergences(**{name: arrays[name] for name in METRIC_NAMES})
 
 
 def exact_divergences(
@@ -152,7 +152,7 @@ def _lower_bound_one(top: dict[str, np.ndarray], sc: TokenScores) -> tuple[Posit
 def summarize_divergences(per_sequence: Sequence[PositionDivergences], seed: int) -> dict[str, Any]:
     """Mean (CI over sequences), median and tail percentiles for every divergence."""
     summary: dict[str, Any] = {}
-    for f in fields(PositionDivergences):
-        values = [np.asarray(getattr(d, f.name), dtype=np.float64) for d in per_sequence]
-        summary[f.name] = summarize(values, seed=seed)
+    for name in METRIC_NAMES:
+        values = [np.asarray(d.metrics()[name], dtype=np.float64) for d in per_sequence]
+        summary[name] = summarize(values, seed=seed)
     return summary
