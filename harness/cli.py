@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--kd-mode", choices=["auto", "exact", "lower-bound"], default="auto")
     cmp_.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                       help="passed to every engine (dtype, max_model_len, tensor_parallel_size, ...)")
+    cmp_.add_argument("--chunk-size", type=int, default=64,
+                      help="requests per engine call, each committed to the cache as it returns")
     cmp_.add_argument("--no-report", action="store_true", help="write the run record only")
 
     rep = sub.add_parser("report", help="render the HTML report of a run folder")
@@ -117,6 +119,7 @@ def _compare_config(args: argparse.Namespace) -> Any:
         kd_max_tokens=args.kd_max_tokens,
         kd_top_k=args.kd_top_k,
         kd_mode=args.kd_mode,
+        chunk_size=args.chunk_size,
         engine_args=_engine_args(args.engine_arg),
     )
 

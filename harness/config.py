@@ -43,6 +43,8 @@ class CompareConfig:
         """Cheap checks that need no model: raise HarnessError with the fix."""
         if self.limit is not None and self.limit < 1:
             raise HarnessError(f"--limit {self.limit}: the limit must be a positive number of items per suite")
+        if self.chunk_size < 1:
+            raise HarnessError(f"--chunk-size {self.chunk_size}: use a positive number of requests")
         if not self.suites:
             raise HarnessError("no suites selected: pass --suite NAME (see `harness suites`)")
         if not self.students:

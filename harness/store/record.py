@@ -10,8 +10,10 @@ Layout of RUN_DIR:
   SuiteSummary = {"ability", "description", "primary_metric", "chance", "baseline_variant",
                   "n_items", "variants": {variant: {model: {"score", "ci_low", "ci_high", "n",
                   "truncated", <other metric means>}}},
-                  "gain": {model: {variant: float|None}}   # variant score - baseline variant score
-                  "retention": {student: {variant: {"value": float|None, "ci_low", "ci_high", "note"}}}}
+                  "gain": {model: {variant: Estimate}}   # variant score - baseline variant score, paired
+                  "retention": {student: {variant: Estimate}},   # student / teacher, paired bootstrap
+                  "gain_retention": {student: {variant: Estimate}}}   # student gain / teacher gain
+  Estimate = {"value": float|None, "ci_low", "ci_high", "note": str|None}  (None + note when undefined)
   KDSummary = {"text": "teacher generations", "semantics": "full-vocab" | "top-k+tail lower bound",
                "top_k": int|None, "coverage_mean": float|None, "n_sequences", "n_tokens",
                "temperatures": {str(T): {metric: {"mean","ci_low","ci_high","median","p90","p99","max"}}},

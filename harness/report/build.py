@@ -1,0 +1,321 @@
+"""Assemble the report's display model (plain dicts of strings) from a run record."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from harness.report.view import (
+    METRIC_LABELS,
+    SCORE_KEYS,
+    as_dict,
+    fmt_count,
+    fmt_num,
+    fmt_pct,
+    gain_cell,
+    gain_retention,
+    headline_variant,
+    model_list,
+    natural_key,
+    num,
+    ordered_suites,
+    retention_cell,
+    score_cell,
+)
+from harness.store.record import RunRecord
+
+from .kd import build_kd
+
+NEAR_CHANCE_MARGIN = 0.05
+
+
+def _gain_rows(
+    summary: dict[str, Any], variants: list[str], models: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    """Gain over the baseline variant per model, and gain retention per student.
+
+    Gains may be bare numbers (the schema's first form) or estimate dicts with CIs; gain retention
+    comes from the record's "gain_retention" when present, else a point estimate is derived here.
+    """
+    gains = as_dict(summary.get("gain"))
+    recorded = summary.get("gain_retention")
+    teacher = next((m["label"] for m in models if m["role"] == "teacher"), None)
+    baseline = str(summary.get("baseline_variant") or "")
+    rows = []
+    for variant in variants:
+        t_gain = as_dict(gains.get(teacher)).get(variant) if teacher else None
+        retention = [
+            retention_cell(as_dict(as_dict(recorded).get(m["label"])).get(variant))
+            if isinstance(recorded, dict)
+            else gain_retention(t_gain, as_dict(gains.get(m["label"])).get(variant))
+            for m in models
+            if m["role"] != "teacher"
+        ]
+        rows.append(
+            {
+                "variant": variant,
+                "label": f"{variant} − {baseline}" if baseline else variant,
+                "gains": [gain_cell(as_dict(gains.get(m["label"])).get(variant)) for m in models],
+                "retention": retention,
+            }
+        )
+    return rows
+
+
+def _near_chance_warning(per_variant: dict[str, Any], teacher: str | None, chance: float | None) -> str:
+    """Retention of a teacher at chance level is noise: say so."""
+    if not teacher or chance is None:
+        return ""
+    scores = [num(as_dict(as_dict(stats).get(teacher)).get("score")) for stats in per_variant.values()]
+    best = max((s for s in scores if s is not None), default=None)
+    if best is None or best > chance + NEAR_CHANCE_MARGIN:
+        return ""
+    return f"The teacher scores near chance ({fmt_pct(chance)}) on every variant: retention is noise."
+
+
+def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]]) -> dict[str, Any]:
+    students = [m["label"] for m in models if m["role"] != "teacher"]
+    teacher = next((m["label"] for m in models if m["role"] == "teacher"), None)
+    per_variant = as_dict(summary.get("variants"))
+    variants = sorted(per_variant, key=natural_key)
+    baseline = str(summary.get("baseline_variant") or "")
+    retention = as_dict(summary.get("retention"))
+    rows = []
+    for variant in variants:
+        stats = as_dict(per_variant[variant])
+        skip = SCORE_KEYS | {str(summary.get("primary_metric"))}  # the primary metric is the score
+        extra = sorted({k for s in stats.values() for k in as_dict(s) if k not in skip})
+        rows.append(
+            {
+                "variant": variant,
+                "is_baseline": variant == baseline,
+                "scores": [score_cell(stats.get(m["label"])) for m in models],
+                "retention": [retention_cell(as_dict(retention.get(s)).get(variant)) for s in students],
+                "extra": [
+                    {
+                        "metric": key,
+                        "values": [fmt_num(as_dict(stats.get(m["label"])).get(key)) for m in models],
+                    }
+                    for key in extra
+                ],
+            }
+        )
+    chance = num(summary.get("chance"))
+    return {
+        "name": name,
+        "anchor": "suite-" + "".join(c if c.isalnum() else "-" for c in name),
+        "ability": str(summary.get("ability", "")),
+        "description": str(summary.get("description", "")),
+        "primary_metric": str(summary.get("primary_metric", "score")),
+        "chance": fmt_pct(chance) if chance is not None else "n/a",
+        "baseline": baseline,
+        "n_items": fmt_count(summary.get("n_items")),
+        "rows": rows,
+        "has_extra": any(r["extra"] for r in rows),
+        "gain_rows": _gain_rows(summary, [v for v in variants if v != baseline], models),
+        "gain_has_ci": "gain_retention" in summary,
+        "warning": _near_chance_warning(per_variant, teacher, chance),
+    }
+
+
+def headline_view(suites: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, Any]]:
+    out = []
+    for name, summary in ordered_suites(suites):
+        per_variant = as_dict(summary.get("variants"))
+        variant = headline_variant(summary, sorted(per_variant, key=natural_key))
+        stats = as_dict(per_variant.get(variant))
+        retention = as_dict(summary.get("retention"))
+        out.append(
+            {
+                "suite": name,
+                "ability": str(summary.get("ability", "")),
+                "variant": variant,
+                "metric": str(summary.get("primary_metric", "score")),
+                "scores": [score_cell(stats.get(m["label"])) for m in models],
+                "retention": [
+                    retention_cell(as_dict(retention.get(m["label"])).get(variant))
+                    for m in models
+                    if m["role"] != "teacher"
+                ],
+            }
+        )
+    return out
+
+
+def explorer_view(record: RunRecord, models: list[dict[str, str]], cap: int) -> list[dict[str, Any]]:
+    """Items grouped by suite and variant, then item id, with every model's answer side by side."""
+    groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for row in record.items:
+        key = (str(row.get("suite", "")), str(row.get("variant", "")))
+        item = groups.setdefault(key, {}).setdefault(
+            str(row.get("item_id", "")),
+            {
+                "id": str(row.get("item_id", "")),
+                "target": str(row.get("target", "")),
+                "prompt": str(row.get("prompt", "")),
+                "answers": {},
+            },
+        )
+        item["answers"][str(row.get("model", ""))] = row
+    order = [m["label"] for m in models]
+    suite_rank = {name: i for i, (name, _) in enumerate(ordered_suites(record.metrics.get("suites")))}
+    out = []
+    for suite, variant in sorted(
+        groups, key=lambda k: (suite_rank.get(k[0], len(suite_rank)), k[0], natural_key(k[1]))
+    ):
+        items = list(groups[(suite, variant)].values())
+        shown = [_explorer_item(item, order) for item in items[:cap]]
+        out.append(
+            {
+                "suite": suite,
+                "variant": variant,
+                "n_items": len(items),
+                "n_shown": len(shown),
+                "n_differ": sum(1 for i in shown if i["differ"]),
+                "items": shown,
+            }
+        )
+    return out
+
+
+def _explorer_item(item: dict[str, Any], order: list[str]) -> dict[str, Any]:
+    answers = []
+    for label in order:
+        row = item["answers"].get(label)
+        if row is None:
+            continue
+        score = num(row.get("score"))
+        extracted = row.get("extracted")
+        answers.append(
+            {
+                "model": label,
+                "output": str(row.get("output", "")),
+                "extracted": "(nothing extracted)" if extracted is None else str(extracted),
+                "score": fmt_num(score) if score not in (0.0, 1.0) else ("right" if score else "wrong"),
+                "cls": "undef"
+                if score is None
+                else "good"
+                if score >= 1
+                else "bad"
+                if score <= 0
+                else "fair",
+                "truncated": bool(row.get("truncated", False)),
+                "prompt_differs": str(row.get("prompt", "")) != item["prompt"],
+                "prompt": str(row.get("prompt", "")),
+            }
+        )
+    scores = {a["score"] for a in answers}
+    return {
+        "id": item["id"],
+        "target": item["target"],
+        "prompt": item["prompt"],
+        "answers": answers,
+        "differ": len(scores) > 1,
+    }
+
+
+def _kv(value: Any) -> list[dict[str, str]]:
+    """A mapping as key/value strings; nested values as compact JSON."""
+    if not isinstance(value, dict):
+        return [] if value is None else [{"key": "value", "value": _text(value)}]
+    return [{"key": str(k), "value": _text(v)} for k, v in value.items()]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _timings(timings: dict[str, Any]) -> str:
+    """{"load_seconds": 2.5, "suites": {"seconds": 3, "computed": 12, "from_cache": 0}}
+    -> "load 2.5 s, suites 3.0 s (12 computed, 0 from cache)"."""
+    parts = []
+    for key, value in timings.items():
+        name = key.removesuffix("_seconds").removesuffix("_s").replace("_", " ")
+        detail = as_dict(value)
+        x = num(detail.get("seconds") if detail else value)
+        text = f"{name} {x:.1f} s" if x is not None else f"{name} {_text(value)}"
+        counts = [f"{detail[k]} {k.replace('_', ' ')}" for k in ("computed", "from_cache") if k in detail]
+        parts.append(text + (f" ({', '.join(counts)})" if counts else ""))
+    return ", ".join(parts)
+
+
+def _model_rows(entries: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, str]]:
+    """One provenance row per model; `spec` may be "backend:path" or a dict."""
+    rows = []
+    for model in models:
+        entry = as_dict(entries.get(model["label"]))
+        info, spec = as_dict(entry.get("info")), entry.get("spec")
+        spec_d = as_dict(spec)
+        rows.append(
+            {
+                "label": model["label"],
+                "role": model["role"],
+                "backend": str(info.get("backend") or spec_d.get("backend") or "?"),
+                "path": str(
+                    spec_d.get("path") or info.get("model_id") or (spec if isinstance(spec, str) else "?")
+                ),
+                "fingerprint": str(info.get("fingerprint", "?")),
+                "tokenizer_id": str(info.get("tokenizer_id", "?")),
+                "parameters": fmt_count(info.get("n_parameters")),
+                "dtype": str(info.get("dtype", "?")),
+                "vocab_size": fmt_count(info.get("vocab_size")),
+                "max_context": str(info.get("max_context", "?")),
+                "timings": _timings(as_dict(entry.get("timings"))),
+            }
+        )
+    return rows
+
+
+def provenance_view(record: RunRecord, models: list[dict[str, str]]) -> dict[str, Any]:
+    manifest = record.manifest
+    known = {
+        "models",
+        "versions",
+        "hardware",
+        "config",
+        "seeds",
+        "logprob_semantics",
+        "schema_version",
+        "harness_version",
+        "created",
+        "wall_seconds",
+    }
+    other = {k: v for k, v in manifest.items() if k not in known}
+    return {
+        "models": _model_rows(as_dict(manifest.get("models")), models),
+        "run": _kv(
+            {
+                "run folder": str(record.run_dir),
+                "created": manifest.get("created", "?"),
+                "harness version": manifest.get("harness_version", "?"),
+                "wall time": _timings({"": manifest.get("wall_seconds", "?")}).strip(),
+                "schema version": record.schema_version,
+            }
+        ),
+        "versions": _kv(manifest.get("versions")),
+        "hardware": _kv(manifest.get("hardware")),
+        "seeds": _kv(manifest.get("seeds")),
+        "semantics": _kv(manifest.get("logprob_semantics")),
+        "config": json.dumps(manifest.get("config", {}), indent=2, sort_keys=True, default=str),
+        "other": _kv(other),
+    }
+
+
+def build_view(record: RunRecord, *, max_items_per_variant: int = 200) -> dict[str, Any]:
+    models = model_list(record)
+    suites = as_dict(record.metrics.get("suites"))
+    teacher = next((m["label"] for m in models if m["role"] == "teacher"), "")
+    return {
+        "title": f"distill-harness report: {teacher or 'run'} vs "
+        + (", ".join(m["label"] for m in models if m["role"] != "teacher") or "no students"),
+        "models": models,
+        "students": [m for m in models if m["role"] != "teacher"],
+        "headline": headline_view(suites, models),
+        "suites": [suite_view(name, s, models) for name, s in ordered_suites(suites)],
+        "kd": build_kd(as_dict(record.metrics.get("kd")), models),
+        "explorer": explorer_view(record, models, max_items_per_variant),
+        "cap": max_items_per_variant,
+        "provenance": provenance_view(record, models),
+        "notes": [str(n) for n in record.metrics.get("notes") or []],
+        "labels": METRIC_LABELS,
+    }

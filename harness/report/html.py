@@ -1,0 +1,52 @@
+"""The self-contained HTML report: one file, inline CSS and SVG, no scripts, no network.
+
+Model outputs are untrusted text. The Jinja environment autoescapes everything and nothing in
+the display model is ever marked safe; a Content-Security-Policy in the page forbids scripts and
+every network fetch as a second line of defence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from harness.errors import HarnessError
+from harness.report.build import build_view
+from harness.store.record import RunRecord
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+
+
+def environment() -> jinja2.Environment:
+    """Autoescape on for every template (they end in .j2, so select_autoescape would not fire)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render_html_text(record: RunRecord, *, max_items_per_variant: int = 200) -> str:
+    view = build_view(record, max_items_per_variant=max_items_per_variant)
+    return environment().get_template("report.html.j2").render(v=view, csp=CSP)
+
+
+def render_html(record: RunRecord, out_path: Path, *, max_items_per_variant: int = 200) -> Path:
+    """Write the report for `record` to `out_path` (parents created) and return the path."""
+    out_path = Path(out_path)
+    if max_items_per_variant < 1:
+        raise HarnessError(f"max_items_per_variant={max_items_per_variant}: give at least 1")
+    text = render_html_text(record, max_items_per_variant=max_items_per_variant)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise HarnessError(
+            f"cannot write the report to {out_path}: {exc.strerror}; pick another --out"
+        ) from exc
+    return out_path
