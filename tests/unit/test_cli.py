@@ -1,0 +1,57 @@
+"""The CLI's contract: fast help, one-line errors with exit code 2, tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_is_fast_and_imports_nothing_heavy() -> None:
+    started = time.perf_counter()
+    result = _run("--help")
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0 and "compare" in result.stdout
+    assert elapsed < 3.0  # generous for a loaded CI machine; typically ~0.1 s
+    probe = "import sys, harness.cli; print(sorted(m for m in ('torch','vllm','transformers','lm_eval') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["compare", "hf:/nonexistent/teacher", "hf:/nonexistent/student"], "does not exist"),
+        (["compare", "mock:t", "mock:s", "--limit", "0"], "--limit 0"),
+        (["compare", "mock:t", "mock:s", "--engine-arg", "oops"], "KEY=VALUE"),
+        (["compare", "mock:t", "mock:s", "--kd-temperature", "x"], "--kd-temperature"),
+        (["compare", "mock:t", "mock:s", "--chunk-size", "0"], "--chunk-size"),
+        (["compare", "nosuch:thing", "mock:s", "--backend", "tpu"], "--backend"),
+        (["report", "/nonexistent/run"], "does not exist"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert needle in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_incomplete_run_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "manifest.json").write_text("{}")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "incomplete" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = _run("--debug", "report", "/nonexistent/run")
+    assert result.returncode != 0 and "Traceback" in result.stderr
