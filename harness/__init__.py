@@ -9,8 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["CompareConfig", "HarnessError", "__version__", "compare", "load_backend", "parse_model_spec",
-           "read_record", "report"]
+__all__ = [
+    "CompareConfig",
+    "HarnessError",
+    "__version__",
+    "compare",
+    "load_backend",
+    "parse_model_spec",
+    "read_record",
+    "report",
+]
 
 if TYPE_CHECKING:
     from harness.api import compare, report
@@ -20,8 +28,12 @@ if TYPE_CHECKING:
     from harness.store.record import read_record
 
 _LAZY = {
-    "compare": "harness.api", "report": "harness.api", "load_backend": "harness.backends",
-    "parse_model_spec": "harness.backends", "CompareConfig": "harness.config", "HarnessError": "harness.errors",
+    "compare": "harness.api",
+    "report": "harness.api",
+    "load_backend": "harness.backends",
+    "parse_model_spec": "harness.backends",
+    "CompareConfig": "harness.config",
+    "HarnessError": "harness.errors",
     "read_record": "harness.store.record",
 }
 

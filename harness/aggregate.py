@@ -13,8 +13,12 @@ from harness.suites.base import ItemResult, Suite
 
 
 def _estimate_dict(estimate: Any) -> dict[str, Any]:
-    return {"value": estimate.value, "ci_low": estimate.ci_low, "ci_high": estimate.ci_high,
-            "note": getattr(estimate, "note", None)}
+    return {
+        "value": estimate.value,
+        "ci_low": estimate.ci_low,
+        "ci_high": estimate.ci_high,
+        "note": getattr(estimate, "note", None),
+    }
 
 
 def _by_item(results: Sequence[ItemResult]) -> dict[str, float]:
@@ -24,8 +28,13 @@ def _by_item(results: Sequence[ItemResult]) -> dict[str, float]:
 def _variant_row(results: list[ItemResult], seed: int, n_boot: int) -> dict[str, Any]:
     scores = np.array([r.score for r in results], dtype=np.float64)
     estimate = stats.bootstrap_mean_ci(scores, seed=seed, n_boot=n_boot)
-    row: dict[str, Any] = {"score": estimate.value, "ci_low": estimate.ci_low, "ci_high": estimate.ci_high,
-                           "n": len(results), "truncated": sum(r.truncated for r in results)}
+    row: dict[str, Any] = {
+        "score": estimate.value,
+        "ci_low": estimate.ci_low,
+        "ci_high": estimate.ci_high,
+        "n": len(results),
+        "truncated": sum(r.truncated for r in results),
+    }
     metric_names = sorted({name for r in results for name in r.metrics})
     for name in metric_names:
         values = [r.metrics[name] for r in results if name in r.metrics]
@@ -38,14 +47,17 @@ def _paired(a: dict[str, float], b: dict[str, float]) -> tuple[np.ndarray, np.nd
     return np.array([a[i] for i in shared]), np.array([b[i] for i in shared])
 
 
-def summarize_suite(suite: Suite, results: Sequence[ItemResult], roles: dict[str, str], seed: int,
-                    n_boot: int) -> dict[str, Any]:
+def summarize_suite(
+    suite: Suite, results: Sequence[ItemResult], roles: dict[str, str], seed: int, n_boot: int
+) -> dict[str, Any]:
     info = suite.info()
     cells: dict[tuple[str, str], list[ItemResult]] = defaultdict(list)
     for r in results:
         cells[(r.variant, r.model)].append(r)
-    variants = {v: {m: _variant_row(cells[(v, m)], seed, n_boot) for m in roles if cells.get((v, m))}
-                for v in info.variants}
+    variants = {
+        v: {m: _variant_row(cells[(v, m)], seed, n_boot) for m in roles if cells.get((v, m))}
+        for v in info.variants
+    }
     teacher = next(label for label, role in roles.items() if role == "teacher")
     gain: dict[str, dict[str, Any]] = {}
     gain_retention: dict[str, dict[str, Any]] = {}
@@ -68,19 +80,29 @@ def summarize_suite(suite: Suite, results: Sequence[ItemResult], roles: dict[str
             s, t = _paired(_by_item(cells[(v, model)]), _by_item(cells[(v, teacher)]))
             retention[model][v] = _estimate_dict(stats.paired_bootstrap_ratio(s, t, seed=seed, n_boot=n_boot))
             if v != base_variant and cells.get((base_variant, model)) and cells.get((base_variant, teacher)):
-                s0, t0 = _paired(_by_item(cells[(base_variant, model)]), _by_item(cells[(base_variant, teacher)]))
+                s0, t0 = _paired(
+                    _by_item(cells[(base_variant, model)]), _by_item(cells[(base_variant, teacher)])
+                )
                 gain_retention[model][v] = _estimate_dict(
                     stats.retention_of_gain(s, s0, t, t0, seed=seed, n_boot=n_boot)
                 )
     return {
-        "ability": info.ability, "description": info.description, "primary_metric": info.primary_metric,
-        "chance": info.chance, "baseline_variant": base_variant, "n_items": info.n_items,
-        "variants": variants, "gain": gain, "retention": retention, "gain_retention": gain_retention,
+        "ability": info.ability,
+        "description": info.description,
+        "primary_metric": info.primary_metric,
+        "chance": info.chance,
+        "baseline_variant": base_variant,
+        "n_items": info.n_items,
+        "variants": variants,
+        "gain": gain,
+        "retention": retention,
+        "gain_retention": gain_retention,
     }
 
 
-def summarize_suites(suites: Sequence[Suite], results: Sequence[ItemResult], roles: dict[str, str], seed: int,
-                     n_boot: int) -> dict[str, Any]:
+def summarize_suites(
+    suites: Sequence[Suite], results: Sequence[ItemResult], roles: dict[str, str], seed: int, n_boot: int
+) -> dict[str, Any]:
     by_suite: dict[str, list[ItemResult]] = defaultdict(list)
     for r in results:
         by_suite[r.suite].append(r)

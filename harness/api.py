@@ -15,8 +15,13 @@ def load_suites(config: CompareConfig) -> list[Any]:
     from harness.suites import load_suite
 
     return [
-        load_suite(name, limit=config.limit, data_dir=config.data_dir, chat_template=config.chat_template,
-                   seed=config.seed)
+        load_suite(
+            name,
+            limit=config.limit,
+            data_dir=config.data_dir,
+            chat_template=config.chat_template,
+            seed=config.seed,
+        )
         for name in config.suites
     ]
 
@@ -82,7 +87,9 @@ def demo_prepare(out_dir: Path, *, force: bool = False) -> Any:
     return prepare_demo(out_dir, force=force, progress=print)
 
 
-def demo_run(models_dir: Path, out_dir: Path, *, backend: str | None = None, limit: int | None = None) -> Path:
+def demo_run(
+    models_dir: Path, out_dir: Path, *, backend: str | None = None, limit: int | None = None
+) -> Path:
     """Prepare (cached) the demo teacher, base and student, then compare them on the built-in suites."""
     from harness.backends import parse_model_spec
 

@@ -21,7 +21,9 @@ def _engine_args(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise HarnessError(f"--engine-arg {pair!r}: write KEY=VALUE, e.g. --engine-arg max_model_len=2048")
+            raise HarnessError(
+                f"--engine-arg {pair!r}: write KEY=VALUE, e.g. --engine-arg max_model_len=2048"
+            )
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -45,8 +47,10 @@ def _suites(values: list[str] | None) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="What did the student keep? Compare a teacher "
-                                     "LLM with its distilled students.")
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="What did the student keep? Compare a teacher LLM with its distilled students.",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -54,11 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("teacher", help="[backend:]path-or-id of the teacher (backends: vllm, hf)")
     cmp_.add_argument("students", nargs="+", help="[backend:]path-or-id of each student")
     cmp_.add_argument("--base", help="an undistilled base student, reported like a student")
-    cmp_.add_argument("--suite", action="append", help="suite name or suite file (repeatable; default: built-ins)")
+    cmp_.add_argument(
+        "--suite", action="append", help="suite name or suite file (repeatable; default: built-ins)"
+    )
     cmp_.add_argument("--limit", type=int, help="at most N items per suite")
     cmp_.add_argument("--out", type=Path, default=Path("reports/latest"), help="run folder to write")
     cmp_.add_argument("--backend", help="default backend for models without a prefix (vllm or hf)")
-    cmp_.add_argument("--cache-dir", type=Path, help="response cache folder (default ~/.cache/distill-harness)")
+    cmp_.add_argument(
+        "--cache-dir", type=Path, help="response cache folder (default ~/.cache/distill-harness)"
+    )
     cmp_.add_argument("--data-dir", type=Path, help="folder with local copies of public datasets")
     cmp_.add_argument("--seed", type=int, default=1234)
     cmp_.add_argument("--bootstrap", type=int, default=1000, help="bootstrap iterations for CIs")
@@ -68,10 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--kd-max-tokens", type=int, default=96)
     cmp_.add_argument("--kd-top-k", type=int, default=20, help="teacher top-k kept in lower-bound mode")
     cmp_.add_argument("--kd-mode", choices=["auto", "exact", "lower-bound"], default="auto")
-    cmp_.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
-                      help="passed to every engine (dtype, max_model_len, tensor_parallel_size, ...)")
-    cmp_.add_argument("--chunk-size", type=int, default=64,
-                      help="requests per engine call, each committed to the cache as it returns")
+    cmp_.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to every engine (dtype, max_model_len, tensor_parallel_size, ...)",
+    )
+    cmp_.add_argument(
+        "--chunk-size",
+        type=int,
+        default=64,
+        help="requests per engine call, each committed to the cache as it returns",
+    )
     cmp_.add_argument("--no-report", action="store_true", help="write the run record only")
 
     rep = sub.add_parser("report", help="render the HTML report of a run folder")
@@ -148,8 +165,14 @@ def _cmd_suites(_: argparse.Namespace) -> int:
 
     table = Table("suite", "ability", "items", "variants", "chance", "description")
     for info in list_suites():
-        table.add_row(info.name, info.ability, str(info.n_items), ", ".join(info.variants), f"{info.chance:g}",
-                      info.description)
+        table.add_row(
+            info.name,
+            info.ability,
+            str(info.n_items),
+            ", ".join(info.variants),
+            f"{info.chance:g}",
+            info.description,
+        )
     Console().print(table)
     return 0
 
@@ -173,8 +196,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"compare": _cmd_compare, "report": _cmd_report, "suites": _cmd_suites, "validate": _cmd_validate,
-            "demo": _cmd_demo}
+COMMANDS = {
+    "compare": _cmd_compare,
+    "report": _cmd_report,
+    "suites": _cmd_suites,
+    "validate": _cmd_validate,
+    "demo": _cmd_demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

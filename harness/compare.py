@@ -66,8 +66,14 @@ class _Run:
         """Every request of every suite (and the KD prompts when this is the teacher) in one pass."""
         requests = [r for suite in self.suites for item in suite.item_requests() for r in item.requests]
         check_context(label, backend, requests)
-        answers, stats = run_requests(backend, fingerprint, requests, self.cache,
-                                      chunk_size=self.config.chunk_size, progress=self._report(f"{label}: suites"))
+        answers, stats = run_requests(
+            backend,
+            fingerprint,
+            requests,
+            self.cache,
+            chunk_size=self.config.chunk_size,
+            progress=self._report(f"{label}: suites"),
+        )
         self.models[label]["timings"]["suites"] = asdict(stats)
         for suite in self.suites:
             self.items.extend(suite.score(label, answers))
@@ -76,8 +82,14 @@ class _Run:
     def teacher_kd_text(self, label: str, backend: Backend, fingerprint: str) -> None:
         prompts = list(dict.fromkeys(p for suite in self.suites for p in suite.kd_prompts()))
         requests = [Request(kind="generate", prompt=p, params=self.kd_params()) for p in prompts]
-        answers, stats = run_requests(backend, fingerprint, requests, self.cache,
-                                      chunk_size=self.config.chunk_size, progress=self._report(f"{label}: KD text"))
+        answers, stats = run_requests(
+            backend,
+            fingerprint,
+            requests,
+            self.cache,
+            chunk_size=self.config.chunk_size,
+            progress=self._report(f"{label}: KD text"),
+        )
         self.models[label]["timings"]["kd_generation"] = asdict(stats)
         ids = [f"kd-{i}" for i in range(len(prompts))]
         self.kd_sequences = build_sequences(backend, prompts, [answers[r].token_ids for r in requests], ids)
@@ -92,12 +104,13 @@ def check_context(label: str, backend: Backend, requests: list[Request]) -> None
     limit = backend.info().max_context
     generate = [r for r in requests if r.kind == "generate"]
     lengths = [len(ids) for ids in backend.tokenize([r.prompt for r in generate])] if generate else []
-    for request, length in zip(generate, lengths):
+    for request, length in zip(generate, lengths, strict=False):
         budget = request.params.max_tokens if request.params else 0
         if length + budget > limit:
             raise HarnessError(
                 f"a prompt of {length} tokens plus max_tokens {budget} exceeds {label}'s context window "
-                f"of {limit} tokens: use fewer shots, a shorter max_tokens, or pass --engine-arg max_model_len=N"
+                f"of {limit} tokens: use fewer shots, a shorter max_tokens, "
+                "or pass --engine-arg max_model_len=N"
             )
 
 
@@ -109,7 +122,9 @@ def _load(role: str, spec: ModelSpec, config: CompareConfig) -> tuple[Backend, M
 
 def _kd_mode(config: CompareConfig, teacher: Backend) -> str:
     if config.kd_mode == "exact" and not teacher.capabilities().full_vocab_logprobs:
-        raise HarnessError("--kd-mode exact needs full-vocabulary logprobs from the teacher's backend: use hf")
+        raise HarnessError(
+            "--kd-mode exact needs full-vocabulary logprobs from the teacher's backend: use hf"
+        )
     if config.kd_mode != "auto":
         return EXACT if config.kd_mode == "exact" else LOWER_BOUND
     return EXACT if teacher.capabilities().full_vocab_logprobs else LOWER_BOUND
@@ -129,7 +144,9 @@ def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress |
     if config.kd:
         run.teacher_kd_text(teacher_spec.label, teacher, t_info.fingerprint)
         if mode == LOWER_BOUND:
-            run.teacher_top = teacher_topk(teacher, t_info.fingerprint, run.kd_sequences, config.kd_top_k, run.cache)
+            run.teacher_top = teacher_topk(
+                teacher, t_info.fingerprint, run.kd_sequences, config.kd_top_k, run.cache
+            )
     if mode != EXACT:
         teacher.close()
     for role, spec in roles[1:]:
@@ -144,15 +161,24 @@ def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress |
     return _finish(run, mode, started)
 
 
-def _kd_for_student(run: _Run, mode: str, teacher: Backend, student: Backend, t_info: ModelInfo,
-                    s_info: ModelInfo, label: str) -> dict[str, Any]:
+def _kd_for_student(
+    run: _Run, mode: str, teacher: Backend, student: Backend, t_info: ModelInfo, s_info: ModelInfo, label: str
+) -> dict[str, Any]:
     config = run.config
-    base: dict[str, Any] = {"text": "teacher generations (off-policy)", "semantics": mode,
-                            "n_sequences": len(run.kd_sequences), "skipped": None, "top_k": None,
-                            "coverage_mean": None, "temperatures": {}}
+    base: dict[str, Any] = {
+        "text": "teacher generations (off-policy)",
+        "semantics": mode,
+        "n_sequences": len(run.kd_sequences),
+        "skipped": None,
+        "top_k": None,
+        "coverage_mean": None,
+        "temperatures": {},
+    }
     if t_info.tokenizer_id != s_info.tokenizer_id:
-        base["skipped"] = (f"{label} has a different tokenizer from the teacher, so token-level divergences "
-                           "are undefined; a sequence-level check is planned")
+        base["skipped"] = (
+            f"{label} has a different tokenizer from the teacher, so token-level divergences "
+            "are undefined; a sequence-level check is planned"
+        )
         return base
     if not run.kd_sequences:
         base["skipped"] = "the teacher generated no text to score"
@@ -160,18 +186,31 @@ def _kd_for_student(run: _Run, mode: str, teacher: Backend, student: Backend, t_
     pair = (t_info.fingerprint, s_info.fingerprint)
     started = time.perf_counter()
     if mode == EXACT:
-        per_t = exact_divergences(teacher, student, pair, run.kd_sequences, config.kd_temperatures, run.cache,
-                                  progress=run._report(f"{label}: KD scoring"))
-        base["temperatures"] = {f"{t:g}": summarize_divergences(divs, config.seed) for t, divs in per_t.items()}
+        per_t = exact_divergences(
+            teacher,
+            student,
+            pair,
+            run.kd_sequences,
+            config.kd_temperatures,
+            run.cache,
+            progress=run._report(f"{label}: KD scoring"),
+        )
+        base["temperatures"] = {
+            f"{t:g}": summarize_divergences(divs, config.seed) for t, divs in per_t.items()
+        }
         base["n_tokens"] = int(sum(len(d.forward_kl) for d in next(iter(per_t.values()))))
     else:
         divs, coverage = lower_bound_divergences(student, pair, run.kd_sequences, run.teacher_top, run.cache)
         base["temperatures"] = {"1": summarize_divergences(divs, config.seed)}
         base["top_k"] = config.kd_top_k
-        base["coverage_mean"] = float(sum(float(c.sum()) for c in coverage) / max(1, sum(len(c) for c in coverage)))
+        base["coverage_mean"] = float(
+            sum(float(c.sum()) for c in coverage) / max(1, sum(len(c) for c in coverage))
+        )
         base["n_tokens"] = int(sum(len(d.forward_kl) for d in divs))
         if any(t != 1.0 for t in config.kd_temperatures):
-            run.notes.append("KD at T != 1 needs full-vocabulary logprobs; only T = 1 (lower bound) was computed")
+            run.notes.append(
+                "KD at T != 1 needs full-vocabulary logprobs; only T = 1 (lower bound) was computed"
+            )
     run.models[label]["timings"]["kd_scoring_seconds"] = time.perf_counter() - started
     return base
 
@@ -182,8 +221,11 @@ def _finish(run: _Run, mode: str, started: float) -> Path:
 
     config = run.config
     roles = {label: entry["role"] for label, entry in run.models.items()}
-    metrics = {"suites": summarize_suites(run.suites, run.items, roles, config.seed, config.bootstrap),
-               "kd": run.kd, "notes": run.notes}
+    metrics = {
+        "suites": summarize_suites(run.suites, run.items, roles, config.seed, config.bootstrap),
+        "kd": run.kd,
+        "notes": run.notes,
+    }
     manifest = {
         "harness_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -211,8 +253,12 @@ def _config_dict(config: CompareConfig) -> dict[str, Any]:
 def _hardware() -> dict[str, Any]:
     import os
 
-    info: dict[str, Any] = {"machine": platform.machine(), "processor": platform.processor(),
-                            "cpus": os.cpu_count(), "platform": platform.platform()}
+    info: dict[str, Any] = {
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
     try:
         import torch
 

@@ -42,7 +42,9 @@ class CompareConfig:
     def validate(self) -> None:
         """Cheap checks that need no model: raise HarnessError with the fix."""
         if self.limit is not None and self.limit < 1:
-            raise HarnessError(f"--limit {self.limit}: the limit must be a positive number of items per suite")
+            raise HarnessError(
+                f"--limit {self.limit}: the limit must be a positive number of items per suite"
+            )
         if self.chunk_size < 1:
             raise HarnessError(f"--chunk-size {self.chunk_size}: use a positive number of requests")
         if not self.suites:
@@ -68,9 +70,13 @@ def check_model_path(role: str, spec: ModelSpec) -> None:
     path = Path(spec.path).expanduser()
     looks_local = spec.path.startswith((".", "/", "~")) or path.exists() or spec.path.count("/") != 1
     if looks_local and not path.exists():
-        raise HarnessError(f"{role} model folder {spec.path} does not exist: check the path (or run `harness demo prepare`)")
+        raise HarnessError(
+            f"{role} model folder {spec.path} does not exist: check the path (or run `harness demo prepare`)"
+        )
     if path.is_dir() and not (path / "config.json").exists():
-        raise HarnessError(f"{role} model folder {spec.path} has no config.json: point at a Hugging Face model folder")
+        raise HarnessError(
+            f"{role} model folder {spec.path} has no config.json: point at a Hugging Face model folder"
+        )
 
 
 def default_cache_dir() -> Path:

@@ -54,8 +54,9 @@ def run_requests(
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start : start + chunk_size]
             results = _run_chunk(backend, kind, chunk)
-            cache.put_many(fingerprint, ((keys[request], result) for request, result in zip(chunk, results)))
-            answers.update(zip(chunk, results))
+            pairs = list(zip(chunk, results, strict=True))
+            cache.put_many(fingerprint, ((keys[request], result) for request, result in pairs))
+            answers.update(pairs)
             generated_tokens += sum(len(result.token_ids) for result in results)
             done += len(chunk)
             if progress:
@@ -76,7 +77,8 @@ def _run_chunk(backend: Backend, kind: str, chunk: list[Request]) -> list[Respon
             [GenerationRequest(prompt=request.prompt, params=request.params) for request in chunk]  # type: ignore[arg-type]
         )
         return [
-            Response(text=g.text, token_ids=tuple(g.token_ids), finish_reason=g.finish_reason) for g in generations
+            Response(text=g.text, token_ids=tuple(g.token_ids), finish_reason=g.finish_reason)
+            for g in generations
         ]
     scores = backend.loglikelihood(
         [LoglikelihoodRequest(context=request.prompt, continuation=request.continuation) for request in chunk]

@@ -43,12 +43,13 @@ class KDSequence:
     start: int
 
 
-def build_sequences(teacher: Backend, prompts: Sequence[str], generations: Sequence[tuple[int, ...]],
-                    ids: Sequence[str]) -> list[KDSequence]:
+def build_sequences(
+    teacher: Backend, prompts: Sequence[str], generations: Sequence[tuple[int, ...]], ids: Sequence[str]
+) -> list[KDSequence]:
     """Join each prompt's tokens with the generated tokens; empty generations are dropped."""
     prompt_ids = teacher.tokenize(list(prompts))
     sequences = []
-    for seq_id, prompt, generated in zip(ids, prompt_ids, generations):
+    for seq_id, prompt, generated in zip(ids, prompt_ids, generations, strict=False):
         if generated and prompt:
             sequences.append(KDSequence(seq_id, tuple(prompt) + tuple(generated), len(prompt)))
     return sequences
@@ -63,17 +64,27 @@ def _arrays_to_divergences(arrays: dict[str, np.ndarray]) -> PositionDivergences
 
 
 def exact_divergences(
-    teacher: Backend, student: Backend, pair: tuple[str, str], sequences: Sequence[KDSequence],
-    temperatures: Sequence[float], cache: ResponseCache, *, batch_size: int = 8,
+    teacher: Backend,
+    student: Backend,
+    pair: tuple[str, str],
+    sequences: Sequence[KDSequence],
+    temperatures: Sequence[float],
+    cache: ResponseCache,
+    *,
+    batch_size: int = 8,
     progress: ProgressFn | None = None,
 ) -> dict[float, list[PositionDivergences]]:
     """Full-vocabulary divergences per sequence at each temperature (both models loaded)."""
-    results: dict[float, list[PositionDivergences | None]] = {t: [None] * len(sequences) for t in temperatures}
+    results: dict[float, list[PositionDivergences | None]] = {
+        t: [None] * len(sequences) for t in temperatures
+    }
     todo = []
     for index, seq in enumerate(sequences):
-        cached = [cache.get_arrays(blob_key("kd-exact", *pair, seq.token_ids, seq.start, t)) for t in temperatures]
+        cached = [
+            cache.get_arrays(blob_key("kd-exact", *pair, seq.token_ids, seq.start, t)) for t in temperatures
+        ]
         if all(c is not None for c in cached):
-            for t, arrays in zip(temperatures, cached):
+            for t, arrays in zip(temperatures, cached, strict=False):
                 results[t][index] = _arrays_to_divergences(arrays)  # type: ignore[arg-type]
         else:
             todo.append(index)
@@ -83,7 +94,7 @@ def exact_divergences(
         requests = [ScoreRequest(sequences[i].token_ids, sequences[i].start, full_vocab=True) for i in batch]
         t_scores, s_scores = teacher.score_tokens(requests), student.score_tokens(requests)
         blobs = []
-        for index, t_sc, s_sc in zip(batch, t_scores, s_scores):
+        for index, t_sc, s_sc in zip(batch, t_scores, s_scores, strict=False):
             assert t_sc.full_logprobs is not None and s_sc.full_logprobs is not None
             seq = sequences[index]
             for t in temperatures:
@@ -98,8 +109,15 @@ def exact_divergences(
     return {t: [d for d in divs if d is not None] for t, divs in results.items()}
 
 
-def teacher_topk(teacher: Backend, fingerprint: str, sequences: Sequence[KDSequence], top_k: int,
-                 cache: ResponseCache, *, batch_size: int = 16) -> list[dict[str, np.ndarray]]:
+def teacher_topk(
+    teacher: Backend,
+    fingerprint: str,
+    sequences: Sequence[KDSequence],
+    top_k: int,
+    cache: ResponseCache,
+    *,
+    batch_size: int = 16,
+) -> list[dict[str, np.ndarray]]:
     """The teacher's top-k ids and logprobs per position (cached), for the lower-bound mode."""
     out: list[dict[str, np.ndarray] | None] = []
     keys = [blob_key("kd-topk", fingerprint, s.token_ids, s.start, top_k) for s in sequences]
@@ -111,7 +129,7 @@ def teacher_topk(teacher: Backend, fingerprint: str, sequences: Sequence[KDSeque
             [ScoreRequest(sequences[i].token_ids, sequences[i].start, top_k=top_k) for i in batch]
         )
         blobs = []
-        for i, sc in zip(batch, scores):
+        for i, sc in zip(batch, scores, strict=False):
             out[i] = {"ids": sc.topk_ids, "logprobs": sc.topk_logprobs}
             blobs.append((keys[i], out[i]))
         cache.put_arrays_many(fingerprint, blobs)  # type: ignore[arg-type]
@@ -119,8 +137,13 @@ def teacher_topk(teacher: Backend, fingerprint: str, sequences: Sequence[KDSeque
 
 
 def lower_bound_divergences(
-    student: Backend, pair: tuple[str, str], sequences: Sequence[KDSequence],
-    teacher_top: Sequence[dict[str, np.ndarray]], cache: ResponseCache, *, batch_size: int = 8,
+    student: Backend,
+    pair: tuple[str, str],
+    sequences: Sequence[KDSequence],
+    teacher_top: Sequence[dict[str, np.ndarray]],
+    cache: ResponseCache,
+    *,
+    batch_size: int = 8,
 ) -> tuple[list[PositionDivergences], list[np.ndarray]]:
     """Divergences over the teacher's top-k + tail (T = 1), and the teacher's top-k coverage per position."""
     divs, coverage = [], []
@@ -128,11 +151,16 @@ def lower_bound_divergences(
     for start in range(0, len(sequences), batch_size):
         batch = list(range(start, min(start + batch_size, len(sequences))))
         requests = [
-            ScoreRequest(sequences[i].token_ids, sequences[i].start, top_k=5, full_vocab=full,
-                         target_ids=tuple(tuple(int(x) for x in row) for row in teacher_top[i]["ids"]))
+            ScoreRequest(
+                sequences[i].token_ids,
+                sequences[i].start,
+                top_k=5,
+                full_vocab=full,
+                target_ids=tuple(tuple(int(x) for x in row) for row in teacher_top[i]["ids"]),
+            )
             for i in batch
         ]
-        for i, sc in zip(batch, student.score_tokens(requests)):
+        for i, sc in zip(batch, student.score_tokens(requests), strict=False):
             div, cov = _lower_bound_one(teacher_top[i], sc)
             divs.append(div)
             coverage.append(cov)
@@ -144,8 +172,11 @@ def _lower_bound_one(top: dict[str, np.ndarray], sc: TokenScores) -> tuple[Posit
         return student_full_vs_teacher_topk(top["ids"], top["logprobs"], sc.full_logprobs)
     assert sc.target_logprobs is not None
     return truncated_divergences(
-        top["ids"], top["logprobs"], sc.target_logprobs,
-        student_top1_ids=sc.topk_ids[:, 0], student_top5_ids=sc.topk_ids[:, :5],
+        top["ids"],
+        top["logprobs"],
+        sc.target_logprobs,
+        student_top1_ids=sc.topk_ids[:, 0],
+        student_top5_ids=sc.topk_ids[:, :5],
     )
 
 

@@ -44,8 +44,16 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 class MockBackend:
     """Construct with `MockBackend("name", script=..., noise=0.5, max_context=2048)`."""
 
-    def __init__(self, path: str, *, script: Script = None, noise: float = 0.5, max_context: int = 2048,
-                 fail_after: int | None = None, **_: Any) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        script: Script = None,
+        noise: float = 0.5,
+        max_context: int = 2048,
+        fail_after: int | None = None,
+        **_: Any,
+    ) -> None:
         self.name = path
         self.script = script
         self.noise = noise
@@ -69,8 +77,9 @@ class MockBackend:
         )
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(full_vocab_logprobs=True, max_top_k=VOCAB_SIZE, chat_template=True,
-                            target_token_logprobs=True)
+        return Capabilities(
+            full_vocab_logprobs=True, max_top_k=VOCAB_SIZE, chat_template=True, target_token_logprobs=True
+        )
 
     # -- tokens -------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> list[list[int]]:
@@ -141,13 +150,17 @@ class MockBackend:
             target = None
             if request.target_ids is not None:
                 target = np.take_along_axis(full, np.asarray(request.target_ids, dtype=np.int64), axis=-1)
-            results.append(TokenScores(
-                token_logprobs=full[np.arange(len(ids) - request.start), ids[request.start:]].astype(np.float32),
-                topk_ids=order.astype(np.int64),
-                topk_logprobs=np.take_along_axis(full, order, axis=-1).astype(np.float32),
-                full_logprobs=full.astype(np.float32) if request.full_vocab else None,
-                target_logprobs=None if target is None else target.astype(np.float32),
-            ))
+            results.append(
+                TokenScores(
+                    token_logprobs=full[np.arange(len(ids) - request.start), ids[request.start :]].astype(
+                        np.float32
+                    ),
+                    topk_ids=order.astype(np.int64),
+                    topk_logprobs=np.take_along_axis(full, order, axis=-1).astype(np.float32),
+                    full_logprobs=full.astype(np.float32) if request.full_vocab else None,
+                    target_logprobs=None if target is None else target.astype(np.float32),
+                )
+            )
         return results
 
     def _distributions(self, ids: list[int], start: int) -> np.ndarray:

@@ -84,7 +84,7 @@ class ResponseCache:
         rows = []
         for key, arrays in items:
             buffer = io.BytesIO()
-            np.savez_compressed(buffer, **arrays)
+            np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
             rows.append((key, model, buffer.getvalue(), now))
         with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", rows)

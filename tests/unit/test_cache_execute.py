@@ -22,7 +22,9 @@ def _requests(n: int) -> list[Request]:
 
 def test_request_key_depends_on_model_and_params() -> None:
     request = _requests(1)[0]
-    other = Request(kind="generate", prompt=request.prompt, params=SamplingParams(max_tokens=17, stop=("\n",)))
+    other = Request(
+        kind="generate", prompt=request.prompt, params=SamplingParams(max_tokens=17, stop=("\n",))
+    )
     assert request_key("a", request) == request_key("a", request)
     assert request_key("a", request) != request_key("b", request)
     assert request_key("a", request) != request_key("a", other)
@@ -69,7 +71,9 @@ def test_crash_loses_only_the_chunk_in_flight(tmp_path: Path) -> None:
 
 def test_loglikelihood_requests(tmp_path: Path) -> None:
     cache = ResponseCache(tmp_path / "c.sqlite")
-    requests = [Request(kind="loglikelihood", prompt="The sky is", continuation=c) for c in (" blue", " green")]
+    requests = [
+        Request(kind="loglikelihood", prompt="The sky is", continuation=c) for c in (" blue", " green")
+    ]
     answers, _ = run_requests(MockBackend("m"), "fp", requests, cache)
     assert all(answers[r].logprob < 0 for r in requests)
     assert answers[requests[0]].logprob != answers[requests[1]].logprob

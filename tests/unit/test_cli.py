@@ -13,7 +13,9 @@ from harness.cli import main
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_help_is_fast_and_imports_nothing_heavy() -> None:
@@ -22,8 +24,11 @@ def test_help_is_fast_and_imports_nothing_heavy() -> None:
     elapsed = time.perf_counter() - started
     assert result.returncode == 0 and "compare" in result.stdout
     assert elapsed < 3.0  # generous for a loaded CI machine; typically ~0.1 s
-    probe = "import sys, harness.cli; print(sorted(m for m in ('torch','vllm','transformers','lm_eval') if m in sys.modules))"
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
+    heavy = "('torch', 'vllm', 'transformers', 'lm_eval')"
+    probe = f"import sys, harness.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    assert (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
+    )
 
 
 @pytest.mark.parametrize(
@@ -38,7 +43,9 @@ def test_help_is_fast_and_imports_nothing_heavy() -> None:
         (["report", "/nonexistent/run"], "does not exist"),
     ],
 )
-def test_user_errors_are_one_line_exit_2(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_user_errors_are_one_line_exit_2(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(args)
     err = capsys.readouterr().err
     assert code == 2
