@@ -58,6 +58,7 @@ def summarize_suite(
         v: {m: _variant_row(cells[(v, m)], seed, n_boot) for m in roles if cells.get((v, m))}
         for v in info.variants
     }
+    _add_lm_eval_aggregates(suite, results, variants)
     teacher = next(label for label, role in roles.items() if role == "teacher")
     gain: dict[str, dict[str, Any]] = {}
     gain_retention: dict[str, dict[str, Any]] = {}
@@ -98,6 +99,18 @@ def summarize_suite(
         "retention": retention,
         "gain_retention": gain_retention,
     }
+
+
+def _add_lm_eval_aggregates(suite: Suite, results: Sequence[ItemResult], variants: dict[str, Any]) -> None:
+    """lm-eval's own aggregations (e.g. IFEval's pooled instruction-level accuracy), as lm-eval reports them."""
+    aggregate = getattr(suite, "aggregate", None)
+    if aggregate is None:
+        return
+    for model in {r.model for r in results}:
+        own = aggregate([r for r in results if r.model == model])
+        for variant, values in own.items():
+            if model in variants.get(variant, {}):
+                variants[variant][model]["lm_eval"] = values
 
 
 def summarize_suites(

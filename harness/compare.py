@@ -63,8 +63,14 @@ class _Run:
         return SamplingParams(max_tokens=self.config.kd_max_tokens, temperature=0.0)
 
     def answer_suites(self, label: str, backend: Backend, fingerprint: str) -> dict[Request, Any]:
-        """Every request of every suite (and the KD prompts when this is the teacher) in one pass."""
-        requests = [r for suite in self.suites for item in suite.item_requests() for r in item.requests]
+        """Every request of every suite (and the KD prompts when this is the teacher) in one pass.
+
+        Prompts are rendered per model (chat templates differ between models), so requests are too.
+        """
+        render = backend.apply_chat_template
+        requests = [
+            r for suite in self.suites for item in suite.item_requests(render=render) for r in item.requests
+        ]
         check_context(label, backend, requests)
         answers, stats = run_requests(
             backend,
@@ -76,11 +82,12 @@ class _Run:
         )
         self.models[label]["timings"]["suites"] = asdict(stats)
         for suite in self.suites:
-            self.items.extend(suite.score(label, answers))
+            self.items.extend(suite.score(label, answers, render=render))
         return answers
 
     def teacher_kd_text(self, label: str, backend: Backend, fingerprint: str) -> None:
-        prompts = list(dict.fromkeys(p for suite in self.suites for p in suite.kd_prompts()))
+        render = backend.apply_chat_template
+        prompts = list(dict.fromkeys(p for suite in self.suites for p in suite.kd_prompts(render=render)))
         requests = [Request(kind="generate", prompt=p, params=self.kd_params()) for p in prompts]
         answers, stats = run_requests(
             backend,
@@ -116,7 +123,11 @@ def check_context(label: str, backend: Backend, requests: list[Request]) -> None
 
 def _load(role: str, spec: ModelSpec, config: CompareConfig) -> tuple[Backend, ModelInfo, float]:
     started = time.perf_counter()
-    backend = load_backend(spec, **config.engine_args)
+    engine_args = dict(config.engine_args)
+    if spec.backend == "vllm" and config.kd and config.kd_mode != "lower-bound":
+        # exact KD needs the full vocabulary per position; vLLM returns it only when started so
+        engine_args.setdefault("max_logprobs", -1)
+    backend = load_backend(spec, **engine_args)
     return backend, backend.info(), time.perf_counter() - started
 
 

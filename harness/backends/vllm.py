@@ -59,6 +59,10 @@ def _engine_defaults(engine_args: dict[str, Any]) -> dict[str, Any]:
     args.setdefault("seed", 0)
     if _cpu_only():
         args.setdefault("dtype", "float32")
+        # measured on 2 CPU cores: eager start 15 s vs 125 s with torch.compile, and no slower decoding
+        args.setdefault("enforce_eager", True)
+        # in-process engine core: start-up in seconds instead of spawning a worker process
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
             args.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
     return args

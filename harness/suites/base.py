@@ -7,7 +7,7 @@ responses back into per-item scores. Suites never call a backend themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -15,6 +15,9 @@ from harness.backends.base import SamplingParams
 
 Ability = Literal["icl", "cot", "if"]
 RequestKind = Literal["generate", "loglikelihood"]
+# Renders chat messages with a model's chat template: (messages, add_generation_prompt=True) -> prompt text.
+# `Backend.apply_chat_template` is one. Suites whose info().chat_template is True need it.
+Renderer = Callable[..., str]
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class SuiteInfo:
     primary_metric: str
     chance: float  # the score of a random guesser on the primary metric
     n_items: int
+    chat_template: bool = False  # prompts are rendered per model: pass render= to the Suite methods
 
 
 class Suite(Protocol):
@@ -82,12 +86,16 @@ class Suite(Protocol):
 
     def info(self) -> SuiteInfo: ...
 
-    def item_requests(self) -> list[ItemRequests]: ...
-
-    def score(self, model: str, responses: Mapping[Request, Response]) -> list[ItemResult]:
-        """Score one model; `responses` holds an answer for every request of item_requests()."""
+    def item_requests(self, render: Renderer | None = None) -> list[ItemRequests]:
+        """`render`: the model's chat-template renderer; used only when info().chat_template."""
         ...
 
-    def kd_prompts(self) -> list[str]:
+    def score(
+        self, model: str, responses: Mapping[Request, Response], render: Renderer | None = None
+    ) -> list[ItemResult]:
+        """Score one model; `responses` holds an answer for every request of item_requests(render)."""
+        ...
+
+    def kd_prompts(self, render: Renderer | None = None) -> list[str]:
         """Prompts whose teacher generations the KD check scores (usually the generate prompts)."""
         ...

@@ -41,14 +41,16 @@ class EchoSuite:
         shot = "say word99 word99\n" if variant == "k=1" else ""
         return f"{shot}say word{i}"
 
-    def item_requests(self) -> list[ItemRequests]:
+    def item_requests(self, render: object = None) -> list[ItemRequests]:
         return [
             ItemRequests(v, str(i), (Request("generate", self._prompt(v, i), params=PARAMS),))
             for v in self.info().variants
             for i in range(self.n)
         ]
 
-    def score(self, model: str, responses: Mapping[Request, Response]) -> list[ItemResult]:
+    def score(
+        self, model: str, responses: Mapping[Request, Response], render: object = None
+    ) -> list[ItemResult]:
         out = []
         for item in self.item_requests():
             text = responses[item.requests[0]].text.strip()
@@ -68,7 +70,7 @@ class EchoSuite:
             )
         return out
 
-    def kd_prompts(self) -> list[str]:
+    def kd_prompts(self, render: object = None) -> list[str]:
         return [self._prompt("k=0", i) for i in range(self.n)]
 
 
