@@ -41,7 +41,8 @@ def parity(workdir: Path) -> dict[str, float | bool]:
     gen_a = cpu.generate([GenerationRequest(p, params) for p in prompts])
     gen_b = gpu.generate([GenerationRequest(p, params) for p in prompts])
     ll = [LoglikelihoodRequest(p, " the answer") for p in prompts]
-    ll_diff = max(abs(x.logprob - y.logprob) for x, y in zip(cpu.loglikelihood(ll), gpu.loglikelihood(ll), strict=True))
+    pairs = zip(cpu.loglikelihood(ll), gpu.loglikelihood(ll), strict=True)
+    ll_diff = max(abs(x.logprob - y.logprob) for x, y in pairs)
     return {
         "full_logprobs_max_abs_diff": max_diff,
         "greedy_tokens_equal": all(x.token_ids == y.token_ids for x, y in zip(gen_a, gen_b, strict=True)),
@@ -54,9 +55,16 @@ def smollm_shaped(workdir: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-                         tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     out = workdir / "smollm-shaped"
     LlamaForCausalLM(config).save_pretrained(out)
@@ -84,8 +92,13 @@ def kd_speed(path: Path, n_seq: int, length: int, dtype: str) -> dict[str, float
         assert s.full_logprobs is not None
         full_vocab_divergences(s.full_logprobs, s.full_logprobs[::-1].copy(), T=2.0)
     div_s = time.perf_counter() - started
-    return {"positions": positions, "score_seconds": score_s, "score_positions_per_s": positions / score_s,
-            "divergence_seconds": div_s, "divergence_positions_per_s": positions / div_s}
+    return {
+        "positions": positions,
+        "score_seconds": score_s,
+        "score_positions_per_s": positions / score_s,
+        "divergence_seconds": div_s,
+        "divergence_positions_per_s": positions / div_s,
+    }
 
 
 def main() -> None:

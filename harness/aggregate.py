@@ -102,7 +102,7 @@ def summarize_suite(
 
 
 def _add_lm_eval_aggregates(suite: Suite, results: Sequence[ItemResult], variants: dict[str, Any]) -> None:
-    """lm-eval's own aggregations (e.g. IFEval's pooled instruction-level accuracy), as lm-eval reports them."""
+    """lm-eval's own aggregations (e.g. IFEval's pooled instruction-level accuracy), as lm-eval has them."""
     aggregate = getattr(suite, "aggregate", None)
     if aggregate is None:
         return

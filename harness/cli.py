@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--chat-template", choices=["on", "off", "auto"], default="auto")
     cmp_.add_argument("--no-kd", action="store_true", help="skip the token-level KD check")
     cmp_.add_argument("--kd-temperature", default="1,2", help="temperatures for KD divergences, e.g. 1,2")
-    cmp_.add_argument("--kd-max-tokens", type=int, default=96)
+    cmp_.add_argument("--kd-max-tokens", type=int, default=64, help="length of each teacher generation")
+    cmp_.add_argument(
+        "--kd-max-sequences", type=int, default=64, help="teacher generations scored (all suites)"
+    )
     cmp_.add_argument("--kd-top-k", type=int, default=20, help="teacher top-k kept in lower-bound mode")
     cmp_.add_argument("--kd-mode", choices=["auto", "exact", "lower-bound"], default="auto")
     cmp_.add_argument(
@@ -134,6 +137,7 @@ def _compare_config(args: argparse.Namespace) -> Any:
         kd=not args.no_kd,
         kd_temperatures=_temperatures(args.kd_temperature),
         kd_max_tokens=args.kd_max_tokens,
+        kd_max_sequences=args.kd_max_sequences,
         kd_top_k=args.kd_top_k,
         kd_mode=args.kd_mode,
         chunk_size=args.chunk_size,

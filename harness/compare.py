@@ -87,7 +87,10 @@ class _Run:
 
     def teacher_kd_text(self, label: str, backend: Backend, fingerprint: str) -> None:
         render = backend.apply_chat_template
-        prompts = list(dict.fromkeys(p for suite in self.suites for p in suite.kd_prompts(render=render)))
+        per_suite = -(-self.config.kd_max_sequences // max(1, len(self.suites)))  # ceil: an even share each
+        prompts = list(
+            dict.fromkeys(p for suite in self.suites for p in suite.kd_prompts(render=render)[:per_suite])
+        )
         requests = [Request(kind="generate", prompt=p, params=self.kd_params()) for p in prompts]
         answers, stats = run_requests(
             backend,

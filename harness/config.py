@@ -28,7 +28,8 @@ class CompareConfig:
     chat_template: bool | None = None  # None = each suite's default
     kd: bool = True
     kd_temperatures: tuple[float, ...] = (1.0, 2.0)
-    kd_max_tokens: int = 96
+    kd_max_tokens: int = 64
+    kd_max_sequences: int = 64  # teacher generations scored, an even share from each suite
     kd_top_k: int = 20
     kd_mode: str = "auto"  # auto | exact | lower-bound
     chunk_size: int = 64
@@ -47,6 +48,8 @@ class CompareConfig:
             )
         if self.chunk_size < 1:
             raise HarnessError(f"--chunk-size {self.chunk_size}: use a positive number of requests")
+        if self.kd_max_sequences < 1 or self.kd_max_tokens < 1:
+            raise HarnessError("--kd-max-sequences and --kd-max-tokens must be positive")
         if not self.suites:
             raise HarnessError("no suites selected: pass --suite NAME (see `harness suites`)")
         if not self.students:

@@ -77,6 +77,8 @@ class VLLMBackend:
         self._model_dir = common.resolve_model_dir(path)
         self._path = path
         self._args = _engine_defaults(engine_args)
+        # vLLM logs every engine detail at INFO; keep the user's terminal for progress and errors
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM  # an ImportError becomes the registry's pip-extra hint
 
         try:
