@@ -177,3 +177,12 @@ def test_missing_model_folder(tmp_path: Path) -> None:
     )
     with pytest.raises(HarnessError, match="does not exist"):
         config.validate()
+
+
+def test_prompt_longer_than_the_context_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import compare as compare_module
+    from harness.backends.mock import MockBackend
+
+    monkeypatch.setattr(compare_module, "load_backend", lambda spec, **_: MockBackend(spec.path, max_context=12))
+    with pytest.raises(HarnessError, match="exceeds teacher's context window of 12 tokens"):
+        run_compare(_config(tmp_path), [EchoSuite()])
