@@ -78,7 +78,7 @@ class VLLMBackend:
         self._path = path
         self._args = _engine_defaults(engine_args)
         # vLLM logs every engine detail at INFO; keep the user's terminal for progress and errors
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         from vllm import LLM  # an ImportError becomes the registry's pip-extra hint
 
         try:
