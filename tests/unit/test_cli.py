@@ -62,3 +62,29 @@ def test_incomplete_run_folder_is_refused(tmp_path: Path, capsys: pytest.Capture
 def test_debug_shows_the_traceback() -> None:
     result = _run("--debug", "report", "/nonexistent/run")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_suites_lists_the_built_ins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["suites"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("icl-basic", "cot-basic", "if-basic"))
+
+
+def test_validate_a_good_and_a_bad_suite_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.suites import tasks_dir
+
+    assert main(["validate", str(tasks_dir() / "cot-basic" / "suite.yaml")]) == 0
+    assert "ok: cot-basic" in capsys.readouterr().out
+    bad = tmp_path / "suite.yaml"
+    good_text = (tasks_dir() / "cot-basic" / "suite.yaml").read_text()
+    bad.write_text(good_text + "\nbogus_key: 1\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bogus_key" in err and err.count("\n") == 1
+    assert main(["validate", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_unknown_suite_name_fails_before_any_model_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "mock:t", "mock:s", "--suite", "no-such-suite"]) == 2
+    assert "no-such-suite" in capsys.readouterr().err

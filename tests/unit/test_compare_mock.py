@@ -183,6 +183,8 @@ def test_prompt_longer_than_the_context_window(tmp_path: Path, monkeypatch: pyte
     from harness import compare as compare_module
     from harness.backends.mock import MockBackend
 
-    monkeypatch.setattr(compare_module, "load_backend", lambda spec, **_: MockBackend(spec.path, max_context=12))
+    monkeypatch.setattr(
+        compare_module, "load_backend", lambda spec, **_: MockBackend(spec.path, max_context=12)
+    )
     with pytest.raises(HarnessError, match="exceeds teacher's context window of 12 tokens"):
         run_compare(_config(tmp_path), [EchoSuite()])
