@@ -62,6 +62,21 @@ class _Run:
     def kd_params(self) -> SamplingParams:
         return SamplingParams(max_tokens=self.config.kd_max_tokens, temperature=0.0)
 
+    def _answer(
+        self, label: str, phase: str, backend: Backend, fingerprint: str, requests: list[Request]
+    ) -> dict[Request, Any]:
+        """Run requests through the cache and the engine; record what it cost under the phase's name."""
+        answers, stats = run_requests(
+            backend,
+            fingerprint,
+            requests,
+            self.cache,
+            chunk_size=self.config.chunk_size,
+            progress=self._report(f"{label}: {phase}"),
+        )
+        self.models[label]["timings"][phase.lower().replace(" ", "_")] = asdict(stats)
+        return answers
+
     def answer_suites(self, label: str, backend: Backend, fingerprint: str) -> dict[Request, Any]:
         """Every request of every suite (and the KD prompts when this is the teacher) in one pass.
 
@@ -72,15 +87,7 @@ class _Run:
             r for suite in self.suites for item in suite.item_requests(render=render) for r in item.requests
         ]
         check_context(label, backend, requests)
-        answers, stats = run_requests(
-            backend,
-            fingerprint,
-            requests,
-            self.cache,
-            chunk_size=self.config.chunk_size,
-            progress=self._report(f"{label}: suites"),
-        )
-        self.models[label]["timings"]["suites"] = asdict(stats)
+        answers = self._answer(label, "suites", backend, fingerprint, requests)
         for suite in self.suites:
             self.items.extend(suite.score(label, answers, render=render))
         return answers
@@ -92,15 +99,7 @@ class _Run:
             dict.fromkeys(p for suite in self.suites for p in suite.kd_prompts(render=render)[:per_suite])
         )
         requests = [Request(kind="generate", prompt=p, params=self.kd_params()) for p in prompts]
-        answers, stats = run_requests(
-            backend,
-            fingerprint,
-            requests,
-            self.cache,
-            chunk_size=self.config.chunk_size,
-            progress=self._report(f"{label}: KD text"),
-        )
-        self.models[label]["timings"]["kd_generation"] = asdict(stats)
+        answers = self._answer(label, "KD text", backend, fingerprint, requests)
         ids = [f"kd-{i}" for i in range(len(prompts))]
         self.kd_sequences = build_sequences(backend, prompts, [answers[r].token_ids for r in requests], ids)
 

@@ -187,3 +187,26 @@ def group_by_params(requests: list[GenerationRequest]) -> dict[SamplingParams, l
     for i, r in enumerate(requests):
         groups.setdefault(r.params, []).append(i)
     return groups
+
+
+class TokenizerText:
+    """Text methods shared by backends that hold a transformers tokenizer as `self._tok`."""
+
+    _tok: Any
+    _path: str
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return [list(self._tok.encode(t, add_special_tokens=False)) for t in texts]
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        return str(self._tok.decode(token_ids, skip_special_tokens=True))
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        if not getattr(self._tok, "chat_template", None):
+            raise HarnessError(
+                f"model {self._path} has no chat template: use a plain-prompt suite or add one"
+            )
+        out = self._tok.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+        return str(out)

@@ -40,7 +40,7 @@ def _pick_device(device: str) -> str:
     return device
 
 
-class HFBackend:
+class HFBackend(common.TokenizerText):
     """A causal LM loaded with transformers' AutoModelForCausalLM."""
 
     name = "hf"
@@ -105,22 +105,6 @@ class HFBackend:
         )
 
     # ---- text -----------------------------------------------------------------------------
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        return [list(self._tok.encode(t, add_special_tokens=False)) for t in texts]
-
-    def detokenize(self, token_ids: list[int]) -> str:
-        return str(self._tok.decode(token_ids, skip_special_tokens=True))
-
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        if not getattr(self._tok, "chat_template", None):
-            raise HarnessError(
-                f"model {self._path} has no chat template: use a plain-prompt suite or add one"
-            )
-        out = self._tok.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-        return str(out)
-
     def _check_len(self, n: int, what: str) -> None:
         limit = self.info().max_context
         if n > limit:

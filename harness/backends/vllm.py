@@ -68,7 +68,7 @@ def _engine_defaults(engine_args: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-class VLLMBackend:
+class VLLMBackend(common.TokenizerText):
     """A model loaded in vLLM's offline `LLM` engine."""
 
     name = "vllm"
@@ -129,22 +129,6 @@ class VLLMBackend:
         )
 
     # ---- text -----------------------------------------------------------------------------
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        return [list(self._tok.encode(t, add_special_tokens=False)) for t in texts]
-
-    def detokenize(self, token_ids: list[int]) -> str:
-        return str(self._tok.decode(token_ids, skip_special_tokens=True))
-
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        if not getattr(self._tok, "chat_template", None):
-            raise HarnessError(
-                f"model {self._path} has no chat template: use a plain-prompt suite or add one"
-            )
-        out = self._tok.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-        return str(out)
-
     def _check_len(self, ids: list[int], extra: int, what: str) -> None:
         if len(ids) + extra > self._max_len:
             raise HarnessError(
