@@ -50,6 +50,7 @@ class _Run:
         self.kd: dict[str, Any] = {}
         self.notes: list[str] = []
         self.kd_sequences: list[KDSequence] = []
+        self.kd_prompts: list[str] = []
         self.teacher_info: ModelInfo | None = None
         self.teacher_top: list[Any] = []
 
@@ -98,6 +99,7 @@ class _Run:
         prompts = list(
             dict.fromkeys(p for suite in self.suites for p in suite.kd_prompts(render=render)[:per_suite])
         )
+        self.kd_prompts = prompts
         requests = [Request(kind="generate", prompt=p, params=self.kd_params()) for p in prompts]
         answers = self._answer(label, "KD text", backend, fingerprint, requests)
         ids = [f"kd-{i}" for i in range(len(prompts))]
@@ -212,6 +214,7 @@ def _kd_for_student(
             f"{t:g}": summarize_divergences(divs, config.seed) for t, divs in per_t.items()
         }
         base["n_tokens"] = int(sum(len(d.forward_kl) for d in next(iter(per_t.values()))))
+        base["on_policy"] = _on_policy(run, teacher, student, pair, label)
     else:
         divs, coverage = lower_bound_divergences(student, pair, run.kd_sequences, run.teacher_top, run.cache)
         base["temperatures"] = {"1": summarize_divergences(divs, config.seed)}
@@ -225,7 +228,39 @@ def _kd_for_student(
                 "KD at T != 1 needs full-vocabulary logprobs; only T = 1 (lower bound) was computed"
             )
     run.models[label]["timings"]["kd_scoring_seconds"] = time.perf_counter() - started
+    if "on_policy" not in base:
+        base["on_policy"] = {
+            "text": "student generations (on-policy)",
+            "skipped": "on-policy scoring needs teacher and student in memory together (--kd-mode exact)",
+        }
     return base
+
+
+def _on_policy(
+    run: _Run, teacher: Backend, student: Backend, pair: tuple[str, str], label: str
+) -> dict[str, Any]:
+    """The student's own greedy text on the KD prompts, scored by both: where exposure bias shows."""
+    entry: dict[str, Any] = {"text": "student generations (on-policy)", "semantics": EXACT, "skipped": None}
+    requests = [Request(kind="generate", prompt=p, params=run.kd_params()) for p in run.kd_prompts]
+    answers = run._answer(label, "KD text", student, pair[1], requests)
+    ids = [f"kd-on-{i}" for i in range(len(requests))]
+    sequences = build_sequences(student, run.kd_prompts, [answers[r].token_ids for r in requests], ids)
+    if not sequences:
+        entry["skipped"] = "the student generated no text to score"
+        return entry
+    per_t = exact_divergences(
+        teacher,
+        student,
+        pair,
+        sequences,
+        run.config.kd_temperatures,
+        run.cache,
+        progress=run._report(f"{label}: KD on-policy"),
+    )
+    entry["temperatures"] = {f"{t:g}": summarize_divergences(d, run.config.seed) for t, d in per_t.items()}
+    entry["n_sequences"] = len(sequences)
+    entry["n_tokens"] = int(sum(len(d.forward_kl) for d in next(iter(per_t.values()))))
+    return entry
 
 
 def _finish(run: _Run, mode: str, started: float) -> Path:

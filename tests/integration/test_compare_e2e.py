@@ -78,6 +78,9 @@ def test_compare_cli_end_to_end(
     assert kd["skipped"] is None
     kl = kd["temperatures"]["1"]["forward_kl"]["mean"]
     assert kl is not None and kl > 0
+    assert (
+        kd["on_policy"]["skipped"] is None and kd["on_policy"]["temperatures"]["2"]["forward_kl"]["mean"] > 0
+    )
     assert (out / "index.html").stat().st_size > 1000
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["models"][tiny_model_dir.name]["info"]["backend"] == backend

@@ -129,6 +129,10 @@ def test_compare_writes_a_complete_record(tmp_path: Path, scripted: dict[str, in
     t1_base = kd["base"]["temperatures"]["1"]["forward_kl"]["mean"]
     assert 0 < t1_student < t1_base  # the noisier base is further from the teacher
     assert set(kd["student"]["temperatures"]) == {"1", "2"}
+    on_policy = {label: kd[label]["on_policy"] for label in ("student", "base")}
+    assert all(entry["skipped"] is None and entry["n_sequences"] == 6 for entry in on_policy.values())
+    on_student = on_policy["student"]["temperatures"]["1"]["forward_kl"]["mean"]
+    assert 0 < on_student < on_policy["base"]["temperatures"]["1"]["forward_kl"]["mean"]
     manifest = record.manifest
     assert manifest["models"]["teacher"]["role"] == "teacher"
     assert manifest["schema_version"] >= 1
@@ -156,6 +160,7 @@ def test_lower_bound_mode_is_labelled(tmp_path: Path, scripted: dict[str, int]) 
     assert kd["semantics"] == "top-k+tail lower bound" and kd["top_k"] == 8
     assert 0 < kd["coverage_mean"] <= 1
     assert set(kd["temperatures"]) == {"1"}
+    assert "exact" in kd["on_policy"]["skipped"]
     exact = read_record(run_compare(_config(tmp_path, kd_mode="exact"), [EchoSuite()]))
     bound = kd["temperatures"]["1"]["forward_kl"]["mean"]
     assert bound <= exact.metrics["kd"]["student"]["temperatures"]["1"]["forward_kl"]["mean"] + 1e-9
