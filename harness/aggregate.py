@@ -87,6 +87,11 @@ def summarize_suite(
                 gain_retention[model][v] = _estimate_dict(
                     stats.retention_of_gain(s, s0, t, t0, seed=seed, n_boot=n_boot)
                 )
+    paired = {
+        model: _paired_block(model, teacher, roles, cells, info.variants, info.chance, seed, n_boot)
+        for model, role in roles.items()
+        if role != "teacher"
+    }
     return {
         "ability": info.ability,
         "description": info.description,
@@ -98,7 +103,73 @@ def summarize_suite(
         "gain": gain,
         "retention": retention,
         "gain_retention": gain_retention,
+        "paired": paired,
     }
+
+
+def _mcnemar(student: dict[str, float], teacher: dict[str, float]) -> dict[str, Any] | None:
+    """McNemar's test and the item ids in each cell of the 2x2 table; None unless every score is 0/1.
+
+    Items where either score is NaN are left out, as stats.mcnemar does.
+    """
+    shared = sorted(
+        i for i in set(student) & set(teacher) if not (np.isnan(student[i]) or np.isnan(teacher[i]))
+    )
+    if not shared or any(student[i] not in (0.0, 1.0) or teacher[i] not in (0.0, 1.0) for i in shared):
+        return None
+    cells: dict[str, list[str]] = {"both_right": [], "teacher_only": [], "student_only": [], "neither": []}
+    for i in shared:
+        t, s = teacher[i] == 1.0, student[i] == 1.0
+        key = "both_right" if t and s else "teacher_only" if t else "student_only" if s else "neither"
+        cells[key].append(i)
+    result = stats.mcnemar([teacher[i] for i in shared], [student[i] for i in shared]).as_dict()
+    return {**result, "cells": cells}
+
+
+def _paired_block(
+    model: str,
+    teacher: str,
+    roles: dict[str, str],
+    cells: dict[tuple[str, str], list[ItemResult]],
+    variants: Sequence[str],
+    chance: float | None,
+    seed: int,
+    n_boot: int,
+) -> dict[str, dict[str, Any]]:
+    """McNemar, chance-corrected retention and (for students, given a base) gap closed, per variant."""
+    base = next((label for label, role in roles.items() if role == "base"), None)
+    out: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        if not cells.get((v, model)) or not cells.get((v, teacher)):
+            continue
+        student_by, teacher_by = _by_item(cells[(v, model)]), _by_item(cells[(v, teacher)])
+        s, t = _paired(student_by, teacher_by)
+        entry: dict[str, Any] = {}
+        test = _mcnemar(student_by, teacher_by)
+        if test is not None:
+            entry["mcnemar"] = test
+        if chance is None:
+            entry["chance_retention"] = _estimate_dict(
+                stats.Estimate(None, None, None, note="the suite has no chance score")
+            )
+        else:
+            entry["chance_retention"] = _estimate_dict(
+                stats.chance_corrected_retention(s, t, chance, seed=seed, n_boot=n_boot)
+            )
+        if base is not None and roles[model] == "student" and cells.get((v, base)):
+            by_base = _by_item(cells[(v, base)])
+            shared = sorted(set(student_by) & set(teacher_by) & set(by_base))
+            entry["gap_closed"] = _estimate_dict(
+                stats.gap_closed(
+                    [student_by[i] for i in shared],
+                    [by_base[i] for i in shared],
+                    [teacher_by[i] for i in shared],
+                    seed=seed,
+                    n_boot=n_boot,
+                )
+            )
+        out[v] = entry
+    return out
 
 
 def _add_lm_eval_aggregates(suite: Suite, results: Sequence[ItemResult], variants: dict[str, Any]) -> None:

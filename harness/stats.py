@@ -292,6 +292,36 @@ def gap_closed(
     )
 
 
+def chance_corrected_retention(
+    student: Any,
+    teacher: Any,
+    chance: float,
+    clusters: Any | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Estimate:
+    """(S - c) / (T - c) with c the suite's chance score; undefined when the teacher is not above chance.
+
+    Plain retention flatters a student on easy-to-guess tasks (a random guesser keeps half of a two-way
+    task); subtracting chance from both scores measures the share of above-chance skill that was kept.
+    """
+    c = float(chance)
+    if not np.isfinite(c):
+        raise HarnessError(f"chance={chance!r} is invalid: give the suite's chance score as a finite number")
+    return _bootstrap(
+        [student, teacher],
+        ["student", "teacher"],
+        lambda m: _ratio(m[:, 0] - c, m[:, 1] - c, positive_only=True),
+        "teacher is not above chance",
+        clusters,
+        n_boot,
+        seed,
+        confidence,
+    )
+
+
 def _outcomes(name: str, values: Any) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64).ravel()
     if not np.isin(x[~np.isnan(x)], (0.0, 1.0)).all():

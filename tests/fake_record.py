@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from harness import stats
 from harness.store.record import write_record
 from harness.suites.base import ItemResult
 
@@ -188,6 +189,42 @@ def _as_estimates(suites: dict[str, Any], models: Sequence[tuple[str, str]]) -> 
         }
 
 
+def _add_paired(items: list[ItemResult], suites: dict[str, Any], models: Sequence[tuple[str, str]]) -> None:
+    """The "paired" block harness.aggregate writes, from the items with the real harness.stats functions."""
+    teacher = next((m for m, r in models if r == "teacher"), None)
+    base = next((m for m, r in models if r == "base"), None)
+    scores = {(r.suite, r.variant, r.model, r.item_id): r.score for r in items}
+    for suite, summary in suites.items():
+        summary["paired"] = {}
+        for label, role in models:
+            if role == "teacher" or teacher is None:
+                continue
+            summary["paired"][label] = {}
+            for variant in summary["variants"]:
+                ids = sorted(i for (su, v, m, i) in scores if (su, v, m) == (suite, variant, label))
+                s = [scores[(suite, variant, label, i)] for i in ids]
+                t = [scores[(suite, variant, teacher, i)] for i in ids]
+                test = stats.mcnemar(t, s).as_dict()
+                test["cells"] = {
+                    "both_right": [i for i, a, b in zip(ids, t, s, strict=True) if a and b],
+                    "teacher_only": [i for i, a, b in zip(ids, t, s, strict=True) if a and not b],
+                    "student_only": [i for i, a, b in zip(ids, t, s, strict=True) if b and not a],
+                    "neither": [i for i, a, b in zip(ids, t, s, strict=True) if not a and not b],
+                }
+                entry = {
+                    "mcnemar": test,
+                    "chance_retention": _est(stats.chance_corrected_retention(s, t, summary["chance"])),
+                }
+                if base is not None and role == "student":
+                    b = [scores[(suite, variant, base, i)] for i in ids]
+                    entry["gap_closed"] = _est(stats.gap_closed(s, b, t))
+                summary["paired"][label][variant] = entry
+
+
+def _est(estimate: stats.Estimate) -> dict[str, Any]:
+    return {k: getattr(estimate, k) for k in ("value", "ci_low", "ci_high", "note")}
+
+
 def _kd_stats(mean: float) -> dict[str, float]:
     return {
         "mean": mean,
@@ -213,7 +250,7 @@ def _rate_stats(mean: float) -> dict[str, float]:
     }
 
 
-def _kd(models: Sequence[tuple[str, str]], skipped: str | None) -> dict[str, Any]:
+def _kd(models: Sequence[tuple[str, str]], skipped: str | None, on_policy: bool = False) -> dict[str, Any]:
     students = [(m, r) for m, r in models if r != "teacher"]
     kd: dict[str, Any] = {}
     for i, (label, role) in enumerate(students):
@@ -241,6 +278,18 @@ def _kd(models: Sequence[tuple[str, str]], skipped: str | None) -> dict[str, Any
             "temperatures": {} if skipped else temps,
             "skipped": skipped,
         }
+        if on_policy:  # the student's own generations: here 1.5 times the divergence of teacher text
+            kd[label]["on_policy"] = {
+                **kd[label],
+                "text": "student generations",
+                "n_sequences": 40,
+                "n_tokens": 4100,
+                "temperatures": {
+                    t: {m: (_kd_stats(v["mean"] * 1.5) if "kl" in m else v) for m, v in per.items()}
+                    for t, per in temps.items()
+                },
+                "skipped": skipped,
+            }
     return kd
 
 
@@ -296,12 +345,16 @@ def write_fake_record(
     kd_skipped: str | None = None,
     with_kd: bool = True,
     gain_estimates: bool = False,
+    paired: bool = True,
+    kd_on_policy: bool = False,
     seed: int = 0,
 ) -> Path:
     """Write a complete run record into run_dir and return run_dir.
 
     gain_estimates=True writes gains as estimate dicts with CIs plus a "gain_retention" block (the
     form harness.aggregate writes) instead of the bare numbers of the record docstring's schema.
+    paired=False leaves out the "paired" block (McNemar, chance-corrected retention, gap closed), as in
+    records written before it existed; kd_on_policy=True adds an "on_policy" KD entry per student.
     """
     models = list(models)
     if hostile:  # an untrusted-looking model label too (labels come from user paths)
@@ -317,9 +370,11 @@ def write_fake_record(
     suites = _suite_metrics(items, models, rng)
     if gain_estimates:
         _as_estimates(suites, models)
+    if paired:
+        _add_paired(items, suites, models)
     metrics = {
         "suites": suites,
-        "kd": _kd(models, kd_skipped) if with_kd else {},
+        "kd": _kd(models, kd_skipped, kd_on_policy) if with_kd else {},
         "notes": notes,
     }
     write_record(run_dir, _manifest(models, hostile), items, metrics)

@@ -25,6 +25,7 @@ from harness.report.view import (
 from harness.store.record import RunRecord
 
 from .kd import build_kd
+from .paired import paired_rows
 
 NEAR_CHANCE_MARGIN = 0.05
 
@@ -115,6 +116,7 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
         "gain_rows": _gain_rows(summary, [v for v in variants if v != baseline], models),
         "gain_has_ci": "gain_retention" in summary,
         "warning": _near_chance_warning(per_variant, teacher, chance),
+        "paired_rows": paired_rows(summary, models),
     }
 
 

@@ -73,7 +73,28 @@ def _ci3(low: Any, high: Any) -> str:
     return "" if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]"
 
 
+ON_POLICY_LABEL = "on-policy (student's own text)"
+
+
 def _student_view(label: str, role: str, summary: dict[str, Any]) -> dict[str, Any]:
+    """One student's KD numbers; an "on_policy" entry (same shape) is viewed alongside, with a per-T
+    comparison of mean forward KL and top-1 agreement on teacher text (off-policy) and the student's own."""
+    view = _summary_view(label, role, summary)
+    on_policy = summary.get("on_policy")
+    view["on_policy"] = None
+    if isinstance(on_policy, dict):
+        on = _summary_view(label, role, on_policy)
+        off_t, on_t = {t["t"]: t for t in view["temps"]}, {t["t"]: t for t in on["temps"]}
+        missing = {"fkl": _metric_row("forward_kl", {}, ""), "top1": "undefined"}
+        on["compare"] = [
+            {"t": t, "off": off_t.get(t, missing), "on": on_t.get(t, missing)}
+            for t in sorted(set(off_t) | set(on_t), key=_temp_key)
+        ]
+        view["on_policy"] = on
+    return view
+
+
+def _summary_view(label: str, role: str, summary: dict[str, Any]) -> dict[str, Any]:
     semantics = str(summary.get("semantics") or "unknown")
     temps = as_dict(summary.get("temperatures"))
     temp_views = []
@@ -162,4 +183,5 @@ def build_kd(kd: dict[str, Any], models: list[dict[str, str]]) -> dict[str, Any]
         "temperatures": temps,
         "charts": [c for c in charts if c["bars"]],
         "any_lower_bound": any(s["lower_bound"] for s in students),
+        "on_policy_label": ON_POLICY_LABEL,
     }

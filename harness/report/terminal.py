@@ -46,21 +46,30 @@ def summary_table(record: RunRecord) -> Table:
     return table
 
 
+def _kd_parts(temps: list[dict[str, Any]]) -> str:
+    parts = [
+        f"T={t['t']}: forward KL {'>= ' if t['fkl']['lower_bound'] else ''}{t['fkl']['mean']}, "
+        f"top-1 {t['top1']}"
+        for t in temps
+    ]
+    return "; ".join(parts) or "no temperatures recorded"
+
+
 def kd_lines(record: RunRecord) -> list[str]:
-    """One line per student: forward KL mean per temperature and top-1 agreement."""
+    """One line per student: forward KL mean per temperature and top-1 agreement; one more for its
+    on-policy check (the student's own text) when the record has one."""
     kd = build_kd(as_dict(record.metrics.get("kd")), model_list(record))
     lines = []
     for s in kd["students"]:
         if s["skipped"]:
             lines.append(f"KD {s['label']}: skipped ({s['skipped']})")
-            continue
-        parts = [
-            f"T={t['t']}: forward KL {'>= ' if t['fkl']['lower_bound'] else ''}{t['fkl']['mean']}, "
-            f"top-1 {t['top1']}"
-            for t in s["temps"]
-        ]
-        suffix = " (lower bound: top-k + tail)" if s["lower_bound"] else ""
-        lines.append(f"KD {s['label']}: " + ("; ".join(parts) or "no temperatures recorded") + suffix)
+        else:
+            suffix = " (lower bound: top-k + tail)" if s["lower_bound"] else ""
+            lines.append(f"KD {s['label']}: {_kd_parts(s['temps'])}{suffix}")
+        op = s["on_policy"]
+        if op:
+            body = f"skipped ({op['skipped']})" if op["skipped"] else _kd_parts(op["temps"])
+            lines.append(f"KD {s['label']} on-policy (own text): {body}")
     return lines
 
 

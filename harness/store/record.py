@@ -12,7 +12,13 @@ Layout of RUN_DIR:
                   "truncated", <other metric means>}}},
                   "gain": {model: {variant: Estimate}}   # variant score - baseline variant score, paired
                   "retention": {student: {variant: Estimate}},   # student / teacher, paired bootstrap
-                  "gain_retention": {student: {variant: Estimate}}}   # student gain / teacher gain
+                  "gain_retention": {student: {variant: Estimate}},   # student gain / teacher gain
+                  "paired": {student: {variant: Paired}}}   # every non-teacher model vs the teacher
+  Paired = {"mcnemar": {"both_right", "teacher_only", "student_only", "neither": int, "p_value": float,
+                        "n": int, "cells": {"both_right" | "teacher_only" | "student_only" | "neither":
+                        [item_id]}},   # only when every paired score is 0/1 (NaN pairs left out)
+            "chance_retention": Estimate,   # (S - chance) / (T - chance); undefined when T <= chance
+            "gap_closed": Estimate}   # (S - B) / (T - B); only for role "student" when a "base" model ran
   Estimate = {"value": float|None, "ci_low", "ci_high", "note": str|None}  (None + note when undefined)
   KDSummary = {"text": "teacher generations", "semantics": "full-vocab" | "top-k+tail lower bound",
                "top_k": int|None, "coverage_mean": float|None, "n_sequences", "n_tokens",

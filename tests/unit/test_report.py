@@ -220,3 +220,78 @@ def test_teacher_near_chance_is_flagged(tmp_path: Path) -> None:
     suites = {s["name"]: s for s in build_view(read_record(run))["suites"]}
     assert "near chance" in suites["if-basic"]["warning"]
     assert suites["icl-arith"]["warning"] == ""
+
+
+def test_paired_comparison_table(tmp_path: Path) -> None:
+    html = render(tmp_path, n_items=8)
+    assert html.count("Paired comparison with the teacher") == 3  # one per suite
+    view = build_view(read_record(tmp_path / "run"))
+    metrics = read_record(tmp_path / "run").metrics
+    icl = next(s for s in view["suites"] if s["name"] == "icl-arith")
+    # 4 variants x 3 non-teacher models, variants in natural order, models teacher-base-student order
+    assert [(r["variant"], r["model"]) for r in icl["paired_rows"][:3]] == [
+        ("k=0", "base"),
+        ("k=0", "student"),
+        ("k=0", "student-topk"),
+    ]
+    assert len(icl["paired_rows"]) == 12
+    row = icl["paired_rows"][1]
+    test = metrics["suites"]["icl-arith"]["paired"]["student"]["k=0"]["mcnemar"]
+    keys = ("both_right", "teacher_only", "student_only", "neither")
+    assert [c["text"] for c in row["mcnemar"]["cells"]] == [str(test[k]) for k in keys]
+    assert [c["title"] for c in row["mcnemar"]["cells"]] == [", ".join(test["cells"][k]) for k in keys]
+    assert sum(len(test["cells"][k]) for k in keys) == 8
+    assert row["gap_closed"]["text"] != "—"  # a student, with a base in the run
+    assert icl["paired_rows"][0]["gap_closed"]["text"] == "—"  # the base itself
+    # the teacher scores 0 on cot/direct (chance 0): both corrected measures are undefined, with a note
+    cot = next(s for s in view["suites"] if s["name"] == "cot-arith")
+    direct = [r for r in cot["paired_rows"] if r["variant"] == "direct"]
+    assert [r["chance_retention"]["text"] for r in direct] == ["undefined"] * 3
+    assert all("not above chance" in r["chance_retention"]["note"] for r in direct)
+    assert direct[1]["gap_closed"]["text"] == "undefined"
+    assert "not better than the base" in direct[1]["gap_closed"]["note"]
+    assert "teacher is not above chance</span>" in html
+
+
+def test_paired_comparison_absent_or_graded(tmp_path: Path) -> None:
+    html = render(tmp_path / "a", n_items=4, paired=False)
+    assert "Paired comparison" not in html
+    run = write_fake_record(tmp_path / "b", n_items=4)
+    metrics = json.loads((run / "metrics.json").read_text())
+    entry = metrics["suites"]["if-basic"]["paired"]["student"]["default"]
+    entry.pop("mcnemar")  # graded scores: aggregate writes no McNemar test
+    entry.pop("gap_closed")
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    view = build_view(read_record(run))
+    if_rows = next(s for s in view["suites"] if s["name"] == "if-basic")["paired_rows"]
+    student = next(r for r in if_rows if r["model"] == "student")
+    assert not student["mcnemar"]["present"] and "no McNemar test" in student["mcnemar"]["note"]
+    assert student["gap_closed"]["text"] == "—" and student["gap_closed"]["note"] == "not computed"
+    html = render_html(read_record(run), tmp_path / "b.html").read_text()
+    assert "not right/wrong scores: no McNemar test" in html
+
+
+def test_paired_item_ids_are_escaped(tmp_path: Path) -> None:
+    html = render(tmp_path, n_items=4, hostile=True)
+    titles = [dict(a).get("title") or "" for _, a in parse(html).tags]
+    assert any("icl-arith-0001<img src=x onerror=alert(1)>" in t for t in titles)  # decoded attribute
+    assert 'title="<' not in html and "0001<img" not in html
+
+
+def test_kd_on_policy_shown_next_to_off_policy(tmp_path: Path) -> None:
+    html = render(tmp_path / "a", n_items=3, kd_on_policy=True)
+    assert html.count("on-policy (student&#39;s own text)") >= 3
+    view = build_view(read_record(tmp_path / "a" / "run"))
+    student = next(s for s in view["kd"]["students"] if s["label"] == "student")
+    compare = student["on_policy"]["compare"]
+    assert [c["t"] for c in compare] == ["1", "2"]
+    assert compare[0]["off"]["fkl"]["mean"] == "0.300" and compare[0]["on"]["fkl"]["mean"] == "0.450"
+    assert student["on_policy"]["text"] == "student generations"
+    record = read_record(tmp_path / "a" / "run")
+    console = Console(record=True, width=220, color_system=None)
+    render_terminal_summary(record, console)
+    assert "KD student on-policy (own text): T=1: forward KL 0.450" in console.export_text()
+    absent = render(tmp_path / "b", n_items=3)
+    assert "own text" not in absent
+    view = build_view(read_record(tmp_path / "b" / "run"))
+    assert all(s["on_policy"] is None for s in view["kd"]["students"])

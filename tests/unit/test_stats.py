@@ -218,3 +218,21 @@ def test_histogram() -> None:
     assert sum(auto["counts"]) == 100 and len(auto["edges"]) == 11
     with pytest.raises(HarnessError, match="bins"):
         histogram([1.0], bins=0)
+
+
+def test_chance_corrected_retention() -> None:
+    teacher = np.array([1.0] * 15 + [0.0] * 5)  # 0.75
+    student = np.array([1.0] * 10 + [0.0] * 10)  # 0.50
+    est = stats.chance_corrected_retention(student, teacher, 0.5, n_boot=500, seed=3)
+    assert est.value == pytest.approx(0.0)  # at chance the student kept none of the above-chance skill
+    assert stats.chance_corrected_retention(student, teacher, 0.25).value == pytest.approx(0.5)
+    assert stats.chance_corrected_retention(student, teacher, 0.0).value == pytest.approx(
+        stats.paired_bootstrap_ratio(student, teacher).value
+    )
+    assert est.ci_low is not None and est.ci_high is not None and est.ci_low < 0.0 < est.ci_high
+    for chance in (0.75, 0.9):  # teacher at or below chance: undefined, never a number
+        undefined = stats.chance_corrected_retention(student, teacher, chance)
+        assert undefined.value is None and undefined.ci_low is None
+        assert undefined.note is not None and "not above chance" in undefined.note
+    with pytest.raises(HarnessError, match="chance"):
+        stats.chance_corrected_retention(student, teacher, float("nan"))

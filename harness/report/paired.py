@@ -1,0 +1,80 @@
+"""A suite's "Paired comparison" display rows: McNemar 2x2, chance-corrected retention, gap closed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.report.view import as_dict, fmt_count, natural_key, num, retention_cell
+
+CELLS = ("both_right", "teacher_only", "student_only", "neither")
+MAX_IDS_IN_TITLE = 30
+
+
+def fmt_p(value: Any) -> str:
+    x = num(value)
+    if x is None:
+        return "undefined"
+    return "< 0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def _ids_title(ids: Any) -> str:
+    """The item ids of a 2x2 cell, for a hover title (capped: a cell can hold thousands)."""
+    if not isinstance(ids, list) or not ids:
+        return ""
+    shown = ", ".join(str(i) for i in ids[:MAX_IDS_IN_TITLE])
+    more = len(ids) - MAX_IDS_IN_TITLE
+    return shown + (f" … and {more} more" if more > 0 else "")
+
+
+def _mcnemar_view(entry: Any) -> dict[str, Any]:
+    test = as_dict(entry)
+    if not test:
+        return {
+            "present": False,
+            "cells": [],
+            "p": "",
+            "significant": False,
+            "note": "not right/wrong scores: no McNemar test",
+        }
+    ids = as_dict(test.get("cells"))
+    return {
+        "present": True,
+        "cells": [{"text": fmt_count(test.get(k)), "title": _ids_title(ids.get(k))} for k in CELLS],
+        "p": fmt_p(test.get("p_value")),
+        "significant": (num(test.get("p_value")) or 1.0) < 0.05,
+        "note": "",
+    }
+
+
+def _gap_view(entry: Any, role: str, has_base: bool) -> dict[str, Any]:
+    if entry is None:
+        reason = (
+            "no base model in this run" if not has_base else "only for students" if role != "student" else ""
+        )
+        return {"text": "—", "ci": "", "cls": "", "note": reason or "not computed"}
+    return retention_cell(entry)
+
+
+def paired_rows(summary: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """One row per (variant, non-teacher model) with paired results in the record; [] when there are none."""
+    paired = as_dict(summary.get("paired"))
+    has_base = any(m["role"] == "base" for m in models)
+    labels = [m for m in models if m["role"] != "teacher" and m["label"] in paired]
+    variants = sorted({v for m in labels for v in as_dict(paired[m["label"]])}, key=natural_key)
+    rows = []
+    for variant in variants:
+        for model in labels:
+            entry = as_dict(as_dict(paired[model["label"]]).get(variant))
+            if not entry:
+                continue
+            rows.append(
+                {
+                    "variant": variant,
+                    "model": model["label"],
+                    "role": model["role"],
+                    "mcnemar": _mcnemar_view(entry.get("mcnemar")),
+                    "chance_retention": retention_cell(entry.get("chance_retention")),
+                    "gap_closed": _gap_view(entry.get("gap_closed"), model["role"], has_base),
+                }
+            )
+    return rows
