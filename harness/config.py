@@ -29,7 +29,7 @@ class CompareConfig:
     kd: bool = True
     kd_temperatures: tuple[float, ...] = (1.0, 2.0)
     kd_max_tokens: int = 64
-    kd_max_sequences: int = 64  # teacher generations scored, an even share from each suite
+    kd_max_sequences: int = 48  # teacher generations scored, an even share from each suite
     kd_top_k: int = 20
     kd_mode: str = "auto"  # auto | exact | lower-bound
     chunk_size: int = 64
