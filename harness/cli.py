@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--kd-temperature", default="1,2", help="temperatures for KD divergences, e.g. 1,2")
     cmp_.add_argument("--kd-max-tokens", type=int, default=64, help="length of each teacher generation")
     cmp_.add_argument(
-        "--kd-max-sequences", type=int, default=64, help="teacher generations scored (all suites)"
+        "--kd-max-sequences", type=int, default=48, help="teacher generations scored (all suites)"
     )
     cmp_.add_argument("--kd-top-k", type=int, default=20, help="teacher top-k kept in lower-bound mode")
     cmp_.add_argument("--kd-mode", choices=["auto", "exact", "lower-bound"], default="auto")
