@@ -46,7 +46,17 @@ def _suites(values: list[str] | None) -> tuple[str, ...]:
     return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
 
 
+def _config_defaults() -> dict[str, Any]:
+    """CompareConfig's own defaults, so the CLI cannot drift from the API."""
+    from dataclasses import MISSING, fields
+
+    from harness.config import CompareConfig
+
+    return {f.name: f.default for f in fields(CompareConfig) if f.default is not MISSING}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    d = _config_defaults()
     parser = argparse.ArgumentParser(
         prog="harness",
         description="What did the student keep? Compare a teacher LLM with its distilled students.",
@@ -62,23 +72,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite", action="append", help="suite name or suite file (repeatable; default: built-ins)"
     )
     cmp_.add_argument("--limit", type=int, help="at most N items per suite")
-    cmp_.add_argument("--out", type=Path, default=Path("reports/latest"), help="run folder to write")
+    cmp_.add_argument("--out", type=Path, default=d["out_dir"], help="run folder to write")
     cmp_.add_argument("--backend", help="default backend for models without a prefix (vllm or hf)")
     cmp_.add_argument(
         "--cache-dir", type=Path, help="response cache folder (default ~/.cache/distill-harness)"
     )
     cmp_.add_argument("--data-dir", type=Path, help="folder with local copies of public datasets")
-    cmp_.add_argument("--seed", type=int, default=1234)
-    cmp_.add_argument("--bootstrap", type=int, default=1000, help="bootstrap iterations for CIs")
+    cmp_.add_argument("--seed", type=int, default=d["seed"])
+    cmp_.add_argument("--bootstrap", type=int, default=d["bootstrap"], help="bootstrap iterations for CIs")
     cmp_.add_argument("--chat-template", choices=["on", "off", "auto"], default="auto")
     cmp_.add_argument("--no-kd", action="store_true", help="skip the token-level KD check")
-    cmp_.add_argument("--kd-temperature", default="1,2", help="temperatures for KD divergences, e.g. 1,2")
-    cmp_.add_argument("--kd-max-tokens", type=int, default=64, help="length of each teacher generation")
     cmp_.add_argument(
-        "--kd-max-sequences", type=int, default=48, help="teacher generations scored (all suites)"
+        "--kd-temperature",
+        default=",".join(f"{t:g}" for t in d["kd_temperatures"]),
+        help="temperatures for KD divergences, e.g. 1,2",
     )
-    cmp_.add_argument("--kd-top-k", type=int, default=20, help="teacher top-k kept in lower-bound mode")
-    cmp_.add_argument("--kd-mode", choices=["auto", "exact", "lower-bound"], default="auto")
+    cmp_.add_argument(
+        "--kd-max-tokens", type=int, default=d["kd_max_tokens"], help="length of each teacher generation"
+    )
+    cmp_.add_argument(
+        "--kd-max-sequences",
+        type=int,
+        default=d["kd_max_sequences"],
+        help="teacher generations scored (all suites)",
+    )
+    cmp_.add_argument(
+        "--kd-top-k", type=int, default=d["kd_top_k"], help="teacher top-k kept in lower-bound mode"
+    )
+    cmp_.add_argument("--kd-mode", choices=["auto", "exact", "lower-bound"], default=d["kd_mode"])
     cmp_.add_argument(
         "--engine-arg",
         action="append",
@@ -89,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument(
         "--chunk-size",
         type=int,
-        default=64,
+        default=d["chunk_size"],
         help="requests per engine call, each committed to the cache as it returns",
     )
     cmp_.add_argument("--no-report", action="store_true", help="write the run record only")

@@ -119,9 +119,8 @@ def teacher_topk(
     batch_size: int = 16,
 ) -> list[dict[str, np.ndarray]]:
     """The teacher's top-k ids and logprobs per position (cached), for the lower-bound mode."""
-    out: list[dict[str, np.ndarray] | None] = []
     keys = [blob_key("kd-topk", fingerprint, s.token_ids, s.start, top_k) for s in sequences]
-    out = [cache.get_arrays(key) for key in keys]
+    out: list[dict[str, np.ndarray] | None] = [cache.get_arrays(key) for key in keys]
     todo = [i for i, found in enumerate(out) if found is None]
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]

@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from harness.backends.base import GenerationRequest, SamplingParams, ScoreRequest
+from harness.backends.base import (
+    GenerationRequest,
+    Loglikelihood,
+    LoglikelihoodRequest,
+    SamplingParams,
+    ScoreRequest,
+    TokenScores,
+)
 from harness.errors import HarnessError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
@@ -190,10 +197,28 @@ def group_by_params(requests: list[GenerationRequest]) -> dict[SamplingParams, l
 
 
 class TokenizerText:
-    """Text methods shared by backends that hold a transformers tokenizer as `self._tok`."""
+    """Methods shared by backends that hold a transformers tokenizer as `self._tok` and score tokens."""
 
     _tok: Any
     _path: str
+
+    def score_tokens(self, requests: list[ScoreRequest]) -> list[TokenScores]:
+        raise NotImplementedError
+
+    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]:
+        """lm-eval semantics: continuation tokens are those of context+continuation after the context's."""
+        prefix = prefix_token_id(self._tok)
+
+        def enc(text: str) -> list[int]:
+            return list(self._tok.encode(text, add_special_tokens=False))
+
+        pairs = [encode_pair(enc, r.context, r.continuation, prefix) for r in requests]
+        score_reqs = [ScoreRequest(token_ids=tuple(c + x), start=len(c), top_k=1) for c, x in pairs]
+        results = []
+        for (_, cont), s in zip(pairs, self.score_tokens(score_reqs), strict=True):
+            greedy = bool(np.all(s.topk_ids[:, 0] == np.asarray(cont)))
+            results.append(Loglikelihood(float(s.token_logprobs.sum()), greedy, len(cont)))
+        return results
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         return [list(self._tok.encode(t, add_special_tokens=False)) for t in texts]

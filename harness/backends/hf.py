@@ -18,8 +18,6 @@ from harness.backends.base import (
     Capabilities,
     Generation,
     GenerationRequest,
-    Loglikelihood,
-    LoglikelihoodRequest,
     ModelInfo,
     SamplingParams,
     ScoreRequest,
@@ -187,20 +185,6 @@ class HFBackend(common.TokenizerText):
         return Generation(text=text, token_ids=tuple(new), finish_reason=reason, top_logprobs=top)
 
     # ---- scoring --------------------------------------------------------------------------
-    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]:
-        prefix = common.prefix_token_id(self._tok)
-
-        def enc(text: str) -> list[int]:
-            return list(self._tok.encode(text, add_special_tokens=False))
-
-        pairs = [common.encode_pair(enc, r.context, r.continuation, prefix) for r in requests]
-        reqs = [ScoreRequest(token_ids=tuple(c + x), start=len(c), top_k=1) for c, x in pairs]
-        out = []
-        for (_, cont), s in zip(pairs, self.score_tokens(reqs), strict=True):
-            greedy = bool(np.all(s.topk_ids[:, 0] == np.asarray(cont)))
-            out.append(Loglikelihood(float(s.token_logprobs.sum()), greedy, len(cont)))
-        return out
-
     def score_tokens(self, requests: list[ScoreRequest]) -> list[TokenScores]:
         for r in requests:
             common.validate_score_request(r, self._vocab)

@@ -27,8 +27,6 @@ from harness.backends.base import (
     Capabilities,
     Generation,
     GenerationRequest,
-    Loglikelihood,
-    LoglikelihoodRequest,
     ModelInfo,
     SamplingParams,
     ScoreRequest,
@@ -177,20 +175,6 @@ class VLLMBackend(common.TokenizerText):
         return Generation(text=text, token_ids=tuple(out.token_ids), finish_reason=reason, top_logprobs=top)
 
     # ---- scoring --------------------------------------------------------------------------
-    def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[Loglikelihood]:
-        prefix = common.prefix_token_id(self._tok)
-
-        def enc(text: str) -> list[int]:
-            return list(self._tok.encode(text, add_special_tokens=False))
-
-        pairs = [common.encode_pair(enc, r.context, r.continuation, prefix) for r in requests]
-        score_reqs = [ScoreRequest(token_ids=tuple(c + x), start=len(c), top_k=1) for c, x in pairs]
-        results = []
-        for (_, cont), s in zip(pairs, self.score_tokens(score_reqs), strict=True):
-            greedy = bool(np.all(s.topk_ids[:, 0] == np.asarray(cont)))
-            results.append(Loglikelihood(float(s.token_logprobs.sum()), greedy, len(cont)))
-        return results
-
     def score_tokens(self, requests: list[ScoreRequest]) -> list[TokenScores]:
         from vllm import SamplingParams as VSP
 
