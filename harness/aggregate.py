@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from harness import stats
-from harness.suites.base import ItemResult, Suite
+from harness.suites.base import ItemResult, Suite, SuiteInfo
 
 
 def _estimate_dict(estimate: Any) -> dict[str, Any]:
@@ -47,8 +48,12 @@ def _paired(a: dict[str, float], b: dict[str, float]) -> tuple[np.ndarray, np.nd
     return np.array([a[i] for i in shared]), np.array([b[i] for i in shared])
 
 
+class _HasInfo(Protocol):
+    def info(self) -> SuiteInfo: ...
+
+
 def summarize_suite(
-    suite: Suite, results: Sequence[ItemResult], roles: dict[str, str], seed: int, n_boot: int
+    suite: _HasInfo, results: Sequence[ItemResult], roles: dict[str, str], seed: int, n_boot: int
 ) -> dict[str, Any]:
     info = suite.info()
     cells: dict[tuple[str, str], list[ItemResult]] = defaultdict(list)
@@ -92,18 +97,71 @@ def summarize_suite(
         for model, role in roles.items()
         if role != "teacher"
     }
-    return {
+    out = {
         "ability": info.ability,
         "description": info.description,
         "primary_metric": info.primary_metric,
         "chance": info.chance,
         "baseline_variant": base_variant,
         "n_items": info.n_items,
+        "chat_template": info.chat_template,
+        "group": info.group,
         "variants": variants,
         "gain": gain,
         "retention": retention,
         "gain_retention": gain_retention,
         "paired": paired,
+    }
+    if info.draws:
+        out["draws"] = _draw_spread(info.draws, cells, roles, seed, n_boot)
+    if info.ability == "if":
+        out["instruction_types"] = _instruction_types(results, roles)
+    return out
+
+
+def _draw_spread(
+    draws: dict[str, tuple[str, ...]],
+    cells: dict[tuple[str, str], list[ItemResult]],
+    roles: dict[str, str],
+    seed: int,
+    n_boot: int,
+) -> dict[str, dict[str, Any]]:
+    """ICL sensitivity: the score under each seeded draw of the examples, and its spread."""
+    out: dict[str, dict[str, Any]] = {}
+    for variant, extra in draws.items():
+        out[variant] = {}
+        for model in roles:
+            names = [variant, *extra]
+            if not all(cells.get((n, model)) for n in names):
+                continue
+            scores = [float(np.mean([r.score for r in cells[(n, model)]])) for n in names]
+            out[variant][model] = {
+                "draws": names,
+                "scores": scores,
+                "mean": float(np.mean(scores)),
+                "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+                "min": float(min(scores)),
+                "max": float(max(scores)),
+            }
+    return out
+
+
+def _instruction_types(results: Sequence[ItemResult], roles: dict[str, str]) -> dict[str, Any]:
+    """IFEval per instruction type and model: strict and loose accuracy over the instructions of that type."""
+    counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+    for r in results:
+        for inst in r.details.get("instructions", []):
+            cell = counts[inst["id"]][r.model]
+            cell[0] += 1
+            cell[1] += int(bool(inst["strict"]))
+            cell[2] += int(bool(inst["loose"]))
+    return {
+        kind: {
+            model: {"n": c[0], "strict": c[1] / c[0], "loose": c[2] / c[0]}
+            for model, c in by_model.items()
+            if model in roles and c[0]
+        }
+        for kind, by_model in sorted(counts.items())
     }
 
 
@@ -172,7 +230,7 @@ def _paired_block(
     return out
 
 
-def _add_lm_eval_aggregates(suite: Suite, results: Sequence[ItemResult], variants: dict[str, Any]) -> None:
+def _add_lm_eval_aggregates(suite: _HasInfo, results: Sequence[ItemResult], variants: dict[str, Any]) -> None:
     """lm-eval's own aggregations (e.g. IFEval's pooled instruction-level accuracy), as lm-eval has them."""
     aggregate = getattr(suite, "aggregate", None)
     if aggregate is None:
@@ -184,10 +242,56 @@ def _add_lm_eval_aggregates(suite: Suite, results: Sequence[ItemResult], variant
                 variants[variant][model]["lm_eval"] = values
 
 
+class _Group:
+    """A group of subtask suites (BBH) seen as one suite: items pooled, ids prefixed by subtask, so
+    the group's scores weight subtasks by size (as lm-eval's bbh group does)."""
+
+    def __init__(self, name: str, members: list[SuiteInfo]) -> None:
+        self.members = members
+        first = members[0]
+        n_items = sum(m.n_items for m in members)
+        chance = sum(m.chance * m.n_items for m in members) / max(1, n_items)
+        self._info = SuiteInfo(
+            name=name,
+            ability=first.ability,
+            description=f"{len(members)} subtasks, items pooled",
+            variants=first.variants,
+            baseline_variant=first.baseline_variant,
+            primary_metric=first.primary_metric,
+            chance=chance,
+            n_items=n_items,
+            chat_template=first.chat_template,
+        )
+
+    def info(self) -> SuiteInfo:
+        return self._info
+
+
+def _group_results(results: Sequence[ItemResult], group: str) -> list[ItemResult]:
+    return [
+        dataclasses.replace(r, suite=group, item_id=f"{r.suite.split(':', 1)[-1]}/{r.item_id}")
+        for r in results
+    ]
+
+
 def summarize_suites(
     suites: Sequence[Suite], results: Sequence[ItemResult], roles: dict[str, str], seed: int, n_boot: int
 ) -> dict[str, Any]:
+    """Per suite; and for subtask suites (bbh:navigate, ...) also their group (bbh) over all members."""
     by_suite: dict[str, list[ItemResult]] = defaultdict(list)
     for r in results:
         by_suite[r.suite].append(r)
-    return {s.info().name: summarize_suite(s, by_suite[s.info().name], roles, seed, n_boot) for s in suites}
+    out: dict[str, Any] = {}
+    groups: dict[str, list[SuiteInfo]] = defaultdict(list)
+    for s in suites:
+        info = s.info()
+        if info.group:
+            groups[info.group].append(info)
+    for group, members in groups.items():
+        pooled = _group_results([r for m in members for r in by_suite[m.name]], group)
+        entry = summarize_suite(_Group(group, members), pooled, roles, seed, n_boot)
+        entry["members"] = [m.name for m in members]
+        out[group] = entry
+    for s in suites:
+        out[s.info().name] = summarize_suite(s, by_suite[s.info().name], roles, seed, n_boot)
+    return out

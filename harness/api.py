@@ -12,18 +12,26 @@ from harness.errors import HarnessError
 
 def load_suites(config: CompareConfig) -> list[Any]:
     """Load and validate every suite before any model loads (bad suites fail fast)."""
-    from harness.suites import load_suite
+    from harness.suites import load_suites as load
 
-    return [
-        load_suite(
+    suites = [
+        suite
+        for name in config.suites
+        for suite in load(
             name,
             limit=config.limit,
             data_dir=config.data_dir,
             chat_template=config.chat_template,
             seed=config.seed,
+            shots=config.shots,
+            draws=config.icl_draws,
         )
-        for name in config.suites
     ]
+    names = [s.info().name for s in suites]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise HarnessError(f"suite {repeated[0]} is selected twice: name each suite once in --suite")
+    return suites
 
 
 def _progress(console: bool) -> tuple[AbstractContextManager[Any], Any]:

@@ -38,6 +38,17 @@ def _temperatures(text: str) -> tuple[float, ...]:
         raise HarnessError(f"--kd-temperature {text!r}: give numbers separated by commas, e.g. 1,2") from None
 
 
+def _shots(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(k) for k in text.split(",") if k.strip())
+    except ValueError:
+        raise HarnessError(
+            f"--shots {text!r}: give whole numbers separated by commas, e.g. 0,1,2,4,8"
+        ) from None
+
+
 def _suites(values: list[str] | None) -> tuple[str, ...]:
     from harness.config import DEFAULT_SUITES
 
@@ -80,7 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--data-dir", type=Path, help="folder with local copies of public datasets")
     cmp_.add_argument("--seed", type=int, default=d["seed"])
     cmp_.add_argument("--bootstrap", type=int, default=d["bootstrap"], help="bootstrap iterations for CIs")
-    cmp_.add_argument("--chat-template", choices=["on", "off", "auto"], default="auto")
+    cmp_.add_argument(
+        "--chat-template",
+        choices=["on", "off", "auto"],
+        default="auto",
+        help="render every suite's prompts with each model's chat template (few-shot as multi-turn); "
+        "auto: each suite's default, which follows lm-eval's (off) for lm-eval tasks",
+    )
+    cmp_.add_argument("--shots", help="ICL shot sweep for every icl suite, e.g. 0,1,2,4,8")
+    cmp_.add_argument("--icl-draws", type=int, help="seeded example draws per shot count > 0 (e.g. 3)")
     cmp_.add_argument("--no-kd", action="store_true", help="skip the token-level KD check")
     cmp_.add_argument(
         "--kd-temperature",
@@ -119,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", type=Path)
     rep.add_argument("--out", type=Path, help="HTML file (default RUN_DIR/index.html)")
 
-    sub.add_parser("suites", help="list the built-in suites")
+    suites_ = sub.add_parser("suites", help="list the built-in suites")
+    suites_.add_argument("--data-dir", type=Path, help="folder with local copies of public datasets")
     val = sub.add_parser("validate", help="check a suite file without running a model")
     val.add_argument("suite_file")
 
@@ -155,6 +175,8 @@ def _compare_config(args: argparse.Namespace) -> Any:
         seed=args.seed,
         bootstrap=args.bootstrap,
         chat_template={"on": True, "off": False, "auto": None}[args.chat_template],
+        shots=_shots(args.shots),
+        icl_draws=args.icl_draws,
         kd=not args.no_kd,
         kd_temperatures=_temperatures(args.kd_temperature),
         kd_max_tokens=args.kd_max_tokens,
@@ -182,21 +204,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_suites(_: argparse.Namespace) -> int:
+def _cmd_suites(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from harness.suites import list_suites
 
     table = Table("suite", "ability", "items", "variants", "chance", "description")
-    for info in list_suites():
+    for info in list_suites(args.data_dir):
         table.add_row(
             info.name,
             info.ability,
-            str(info.n_items),
+            str(info.n_items) if info.n_items is not None else "-",
             ", ".join(info.variants),
-            f"{info.chance:g}",
-            info.description,
+            f"{info.chance:g}" if info.chance is not None else "per subtask",
+            info.description + (f" [{info.note}]" if info.note else ""),
         )
     Console().print(table)
     return 0

@@ -26,6 +26,8 @@ class CompareConfig:
     seed: int = 1234
     bootstrap: int = 1000
     chat_template: bool | None = None  # None = each suite's default
+    shots: tuple[int, ...] | None = None  # ICL shot sweep for every icl suite (None: each suite's own)
+    icl_draws: int | None = None  # seeded example draws per k > 0 (None: each suite's own)
     kd: bool = True
     kd_temperatures: tuple[float, ...] = (1.0, 2.0)
     kd_max_tokens: int = 64

@@ -14,6 +14,7 @@ from harness.suites.spec import SuiteSpec, tasks_dir
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from harness.suites.loader import SuiteListing
     from harness.suites.suite import LmEvalSuite
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ensure_punkt",
     "list_suites",
     "load_suite",
+    "load_suites",
     "tasks_dir",
     "validate_suite_file",
 ]
@@ -47,6 +49,30 @@ def load_suite(
     return _load(path_or_name, limit=limit, data_dir=data_dir, chat_template=chat_template, seed=seed)
 
 
+def load_suites(
+    selection: str,
+    *,
+    limit: int | None,
+    data_dir: Path | None = None,
+    chat_template: bool | None = None,
+    seed: int = 1234,
+    shots: Any = None,
+    draws: int | None = None,
+) -> list[LmEvalSuite]:
+    """See `harness.suites.loader.load_suites`."""
+    from harness.suites.loader import load_suites as _load
+
+    return _load(
+        selection,
+        limit=limit,
+        data_dir=data_dir,
+        chat_template=chat_template,
+        seed=seed,
+        shots=shots,
+        draws=draws,
+    )
+
+
 def validate_suite_file(path: Any) -> SuiteInfo:
     """See `harness.suites.loader.validate_suite_file`."""
     from harness.suites.loader import validate_suite_file as _validate
@@ -54,8 +80,8 @@ def validate_suite_file(path: Any) -> SuiteInfo:
     return _validate(path)
 
 
-def list_suites() -> list[SuiteInfo]:
+def list_suites(data_dir: Path | None = None) -> list[SuiteListing]:
     """See `harness.suites.loader.list_suites`."""
     from harness.suites.loader import list_suites as _list
 
-    return _list()
+    return _list(data_dir)

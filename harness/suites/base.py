@@ -79,6 +79,8 @@ class SuiteInfo:
     chance: float  # the score of a random guesser on the primary metric
     n_items: int
     chat_template: bool = False  # prompts are rendered per model: pass render= to the Suite methods
+    group: str | None = None  # a subtask's group (e.g. "bbh" for "bbh:navigate"), summarised over its members
+    draws: dict[str, tuple[str, ...]] = field(default_factory=dict)  # ICL: variant -> its extra seeded draws
 
 
 class Suite(Protocol):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from harness.errors import HarnessError
 from harness.suites.base import Renderer, Request, Response
 
 INVALID = "[invalid]"  # lm-eval's RegexFilter fallback: nothing was extracted
+_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
 
 
 def check_jsonl(path: Path) -> int:
@@ -51,31 +53,109 @@ def check_jsonl(path: Path) -> int:
     return count
 
 
-def _absolute_data_files(files: Any, base: Path, task_file: Path, check: bool) -> Any:
-    """Rewrite data_files (str | list | {split: str | list}) to absolute paths; check JSON lines."""
+def _absolute_data_files(files: Any, bases: Sequence[Path], task_file: Path, check: bool) -> Any:
+    """Rewrite data_files (str | list | {split: str | list}) to absolute paths (the first base
+    holding the file wins); check JSON lines."""
     if isinstance(files, dict):
-        return {split: _absolute_data_files(v, base, task_file, check) for split, v in files.items()}
+        return {split: _absolute_data_files(v, bases, task_file, check) for split, v in files.items()}
     if isinstance(files, list):
-        return [_absolute_data_files(v, base, task_file, check) for v in files]
+        return [_absolute_data_files(v, bases, task_file, check) for v in files]
     if not isinstance(files, str):
         raise HarnessError(
             f"{task_file}: dataset_kwargs.data_files must be a path, a list or a mapping of splits"
         )
     path = Path(files).expanduser()
-    path = path if path.is_absolute() else (base / path)
+    candidates = [path] if path.is_absolute() else [base / path for base in bases]
+    path = next((p for p in candidates if p.is_file()), candidates[0])
     if not path.is_file():
-        raise HarnessError(f"{task_file}: data file {path} does not exist: check dataset_kwargs.data_files")
-    if check:
+        looked = " or ".join(str(p) for p in candidates)
+        raise HarnessError(
+            f"{task_file}: data file {looked} does not exist: check dataset_kwargs.data_files or --data-dir"
+        )
+    if check and path.suffix == ".jsonl":
         check_jsonl(path)
     return str(path.resolve())
 
 
-def load_task_config(task_file: Path, data_dir: Path | None) -> dict[str, Any]:
-    """Read a task YAML with lm-eval's loader; data paths become absolute (base: data_dir or the YAML)."""
+LMEVAL_PREFIX = "lm-eval:"
+_TASK_INDEX: dict[str, Path] | None = None
+
+
+def lm_eval_tasks_root() -> Path:
+    import lm_eval.tasks
+
+    return Path(lm_eval.tasks.__file__).resolve().parent
+
+
+def resolve_task_ref(ref: str, base: Path) -> Path:
+    """A suite's task entry -> a task YAML path: `lm-eval:NAME` (lm-eval's registry) or a path."""
+    if not ref.startswith(LMEVAL_PREFIX):
+        return (base / ref).resolve()
+    name = ref.removeprefix(LMEVAL_PREFIX)
+    index = _lm_eval_index()
+    if name not in index:
+        close = sorted(n for n in index if name.split("_")[0] in n)[:8]
+        hint = f" (similar: {', '.join(close)})" if close else ""
+        raise HarnessError(f"lm-eval has no task named {name!r}{hint}: see `lm-eval ls tasks` for names")
+    return index[name]
+
+
+def _lm_eval_index() -> dict[str, Path]:
+    """lm-eval's task name -> YAML file, built once per process with lm-eval's TaskManager (~5 s)."""
+    global _TASK_INDEX
+    if _TASK_INDEX is None:
+        from lm_eval.tasks import TaskManager
+
+        with _quiet():
+            manager = TaskManager()
+        _TASK_INDEX = {
+            name: Path(entry.yaml_path)
+            for name, entry in manager.task_index.items()
+            if getattr(entry, "yaml_path", None) is not None and str(entry.kind).endswith("TASK")
+        }
+    return _TASK_INDEX
+
+
+def substitute(value: Any, variables: dict[str, str]) -> Any:
+    """Replace `{var}` (single braces, known names only) in every string of a nested value.
+
+    Jinja's `{{ ... }}` is left alone, so overrides may carry lm-eval templates."""
+    if not variables:
+        return value
+    if isinstance(value, str):
+        return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), value)
+    if isinstance(value, dict):
+        return {k: substitute(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, variables) for v in value]
+    return value
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` over `base`: mappings merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_task_config(
+    task_file: Path, data_dir: Path | None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Read a task YAML with lm-eval's loader, apply overrides, find its data.
+
+    Relative `data_files` become absolute (found beside the YAML, else in data_dir); a hub dataset the
+    harness knows is read from data_dir instead (see harness.suites.datasets)."""
+    from harness.suites.datasets import localize
     from harness.suites.punkt import ensure_punkt
 
     ensure_punkt()  # importing lm-eval's ifeval utils (a `!function` target) otherwise tries a download
     from lm_eval.tasks._yaml_loader import load_yaml
+
+    import harness.suites.extract  # noqa: F401  (registers the harness's answer filters with lm-eval)
 
     if not task_file.is_file():
         raise HarnessError(f"task file {task_file} does not exist: check the suite's task/tasks entry")
@@ -85,15 +165,17 @@ def load_task_config(task_file: Path, data_dir: Path | None) -> dict[str, Any]:
         raise HarnessError(f"cannot load task file {task_file}: {str(exc).splitlines()[0]}") from exc
     config.pop("tag", None)
     config.pop("group", None)
+    if overrides:
+        config = deep_merge(config, overrides)
     if not isinstance(config.get("task"), str):
         config["task"] = task_file.stem
     kwargs = dict(config.get("dataset_kwargs") or {})
     if "data_files" in kwargs:
-        base = data_dir if data_dir is not None else task_file.parent
+        bases = [task_file.parent] + ([data_dir] if data_dir is not None else [])
         check = config.get("dataset_path") == "json"
-        kwargs["data_files"] = _absolute_data_files(kwargs["data_files"], base, task_file, check)
+        kwargs["data_files"] = _absolute_data_files(kwargs["data_files"], bases, task_file, check)
         config["dataset_kwargs"] = kwargs
-    return config
+    return localize(config, data_dir, task_file)
 
 
 def build_task(config: dict[str, Any], task_file: Path) -> Any:
@@ -148,10 +230,17 @@ def build_instances(
     return instances
 
 
-def to_request(instance: Any, max_tokens: int) -> Request:
-    """An lm-eval Instance as an engine-level Request (greedy generation; stops from `until`)."""
+LM_EVAL_DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's models generate this much unless the task says
+
+
+def to_request(instance: Any, max_tokens: int | None) -> Request:
+    """An lm-eval Instance as an engine-level Request (greedy generation; stops from `until`).
+
+    `max_tokens` None keeps the task's own budget, as lm-eval would."""
     if instance.request_type == "generate_until":
         context, gen_kwargs = instance.args[0], instance.args[1]
+        if max_tokens is None:
+            max_tokens = int(gen_kwargs.get("max_gen_toks") or LM_EVAL_DEFAULT_MAX_GEN_TOKS)
         until = gen_kwargs.get("until") or []
         stop = (until,) if isinstance(until, str) else tuple(until)
         return Request(

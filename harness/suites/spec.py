@@ -8,18 +8,33 @@ A suite file names the lm-eval task YAML(s) it runs and how the harness sweeps t
     chance: 0.0                  # a random guesser's primary score
     task: antonyms.yaml          # icl and if: one lm-eval task YAML (path relative to this file)
     shots: [0, 1, 2, 4]          # icl only: the few-shot sweep (variants "k=0", "k=1", ...)
+    draws: 3                     # icl only: seeded example draws per k > 0 (spread = sensitivity)
     fewshot_seed: 1234           # optional; else load_suite's seed
     chat_template: false         # default for rendering prompts with the model's chat template
-    max_tokens: 8                # or a mapping per variant: {cot: 64, direct: 12}
+    max_tokens: 8                # or per variant {cot: 64, direct: 12}; default: the task's max_gen_toks
     primary_metric: exact_match,first-word   # lm-eval's "metric,filter" key
 
 A CoT suite names two tasks instead of `task`: `tasks: {cot: cot.yaml, direct: direct.yaml}`.
+A task is a YAML path or `lm-eval:NAME`, a task of lm-eval's registry (its data read from
+`--data-dir` when the harness knows the dataset, else from the Hugging Face hub).
+
+A suite over many subtasks (BIG-Bench Hard) lists them, each with optional variables; `{subtask}`
+and `{VAR}` in task names and `overrides` are replaced per subtask, and each subtask becomes its
+own suite named `NAME:SUBTASK` (the group `NAME` is summarised over all of them):
+
+    subtasks:
+      navigate: {answer_format: yes_no, chance: 0.5}
+    tasks: {cot: "lm-eval:bbh_cot_fewshot_{subtask}", direct: "lm-eval:bbh_fewshot_{subtask}"}
+    overrides:                   # deep-merged into the lm-eval task config, per variant or `all`
+      all: {filter_list: [...]}
+
 Only `pydantic` and `yaml` are imported here, so listing suites stays fast.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.errors import HarnessError
 
 SUITE_FILE = "suite.yaml"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TASKS_ENV = "HARNESS_TASKS_DIR"
 COT_VARIANTS = ("cot", "direct")
 
@@ -44,10 +60,13 @@ class SuiteSpec(BaseModel):
     chance: float = Field(ge=0.0, le=1.0)
     task: str | None = None
     tasks: dict[str, str] | None = None
+    subtasks: dict[str, dict[str, Any]] | None = None
+    overrides: dict[str, dict[str, Any]] | None = None
     shots: list[int] | None = None
+    draws: int = Field(default=1, ge=1, le=20)
     fewshot_seed: int | None = None
     chat_template: bool = False
-    max_tokens: int | dict[str, int]
+    max_tokens: int | dict[str, int] | None = None
     primary_metric: str = Field(min_length=1)
     id_field: str | None = None  # a doc field that names each item; default "id", "key", else its index
     kd_variant: str | None = None  # whose prompts the KD check uses; default: the last variant
@@ -61,7 +80,9 @@ class SuiteSpec(BaseModel):
 
     @field_validator("max_tokens")
     @classmethod
-    def _max_tokens(cls, value: int | dict[str, int]) -> int | dict[str, int]:
+    def _max_tokens(cls, value: int | dict[str, int] | None) -> int | dict[str, int] | None:
+        if value is None:
+            return None
         values = value.values() if isinstance(value, dict) else [value]
         if any(v < 1 for v in values):
             raise ValueError("max_tokens must be >= 1")
@@ -74,8 +95,16 @@ class SuiteSpec(BaseModel):
                 raise ValueError("a cot suite names `tasks: {cot: FILE, direct: FILE}` (and no `task`)")
         elif self.task is None or self.tasks is not None:
             raise ValueError(f"an {self.ability} suite names one `task: FILE` (and no `tasks`)")
-        if self.shots is not None and self.ability != "icl":
-            raise ValueError("`shots` is for icl suites only")
+        if (self.shots is not None or self.draws != 1) and self.ability != "icl":
+            raise ValueError("`shots` and `draws` are for icl suites only")
+        if self.overrides is not None and not set(self.overrides) <= {*self.variants, "all"}:
+            raise ValueError(f"overrides name variants {list(self.variants)} or `all`")
+        for sub, values in (self.subtasks or {}).items():
+            if not _NAME.match(sub):
+                raise ValueError(f"subtask name {sub!r} must be letters, digits, _ . -")
+            chance = (values or {}).get("chance", self.chance)
+            if not isinstance(chance, int | float) or not 0.0 <= chance <= 1.0:
+                raise ValueError(f"subtask {sub}: chance must be a number in [0, 1]")
         if isinstance(self.max_tokens, dict) and set(self.max_tokens) != set(self.variants):
             raise ValueError(f"max_tokens per variant must name exactly {list(self.variants)}")
         if self.kd_variant is not None and self.kd_variant not in self.variants:
@@ -94,8 +123,20 @@ class SuiteSpec(BaseModel):
     def baseline_variant(self) -> str:
         return {"icl": self.variants[0], "cot": "direct", "if": "default"}[self.ability]
 
-    def max_tokens_for(self, variant: str) -> int:
+    def max_tokens_for(self, variant: str) -> int | None:
+        """None: the task's own budget (its generation_kwargs.max_gen_toks, else lm-eval's 256)."""
         return self.max_tokens[variant] if isinstance(self.max_tokens, dict) else self.max_tokens
+
+    def subtask_vars(self, subtask: str | None) -> dict[str, str]:
+        """The placeholders of one subtask: `subtask` plus its own variables."""
+        if subtask is None:
+            return {}
+        values = (self.subtasks or {}).get(subtask) or {}
+        return {"subtask": subtask, **{k: str(v) for k, v in values.items()}}
+
+    def chance_for(self, subtask: str | None) -> float:
+        values = (self.subtasks or {}).get(subtask or "") or {}
+        return float(values.get("chance", self.chance))
 
     def task_files(self) -> dict[str, str]:
         """Variant -> task YAML path as written (relative to the suite file)."""

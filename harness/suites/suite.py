@@ -36,10 +36,22 @@ from harness.suites.spec import SuiteSpec
 
 @dataclass(frozen=True)
 class Variant:
-    name: str
-    task_file: Path
+    name: str  # "k=4", "cot", ...; an extra ICL draw is "k=4/d1"
+    task_key: str  # key of the lm-eval Task in LmEvalSuite.tasks
     num_fewshot: int | None  # None: the task YAML's own num_fewshot
-    max_tokens: int
+    max_tokens: int | None  # None: the task's own generation budget
+    seed_offset: int = 0  # added to the suite's few-shot seed (ICL draws)
+    draw_of: str | None = None  # an extra ICL draw: the main variant it re-draws
+
+
+@dataclass(frozen=True)
+class SuiteItem:
+    """One item under one variant: its lm-eval doc and its requests (for re-scoring saved outputs)."""
+
+    variant: str
+    item_id: str
+    doc: Mapping[str, Any]
+    requests: tuple[Request, ...]
 
 
 class LmEvalSuite:
@@ -49,16 +61,20 @@ class LmEvalSuite:
         self,
         spec: SuiteSpec,
         path: Path,
-        tasks: dict[Path, Any],
+        tasks: dict[str, Any],
         variants: list[Variant],
         *,
         limit: int | None,
         chat_template: bool,
         seed: int,
         fewshot_as_multiturn: bool = True,
+        subtask: str | None = None,
+        name: str | None = None,
     ) -> None:
         self.spec = spec
         self.path = path
+        self.subtask = subtask
+        self.name = name or (f"{spec.name}:{subtask}" if subtask else spec.name)
         self.tasks = tasks
         self.variants = variants
         self.limit = limit
@@ -73,43 +89,76 @@ class LmEvalSuite:
     # -- the Suite contract -------------------------------------------------------------------
     def info(self) -> SuiteInfo:
         return SuiteInfo(
-            name=self.spec.name,
+            name=self.name,
             ability=self.spec.ability,
             description=self.spec.description,
-            variants=tuple(v.name for v in self.variants),
+            variants=tuple(v.name for v in self.variants if v.draw_of is None),
             baseline_variant=self.spec.baseline_variant,
             primary_metric=self.spec.primary_metric,
-            chance=self.spec.chance,
+            chance=self.spec.chance_for(self.subtask),
             n_items=self._n_items,
             chat_template=self.chat_template,
+            group=self.spec.name if self.subtask else None,
+            draws={
+                v.name: tuple(d.name for d in self.variants if d.draw_of == v.name)
+                for v in self.variants
+                if any(d.draw_of == v.name for d in self.variants)
+            },
         )
 
-    def item_requests(self, render: Renderer | None = None) -> list[ItemRequests]:
+    def items(self, render: Renderer | None = None, variants: set[str] | None = None) -> list[SuiteItem]:
+        """Every item of every variant (or of `variants`) with its doc and requests."""
         out = []
-        for variant, instances in self._build(render):
+        for variant, instances in self._build(render, variants):
             for doc_id, group in _by_doc(instances).items():
-                requests = tuple(to_request(inst, variant.max_tokens) for inst in group)
                 out.append(
-                    ItemRequests(
-                        variant=variant.name, item_id=self._item_id(group[0].doc, doc_id), requests=requests
+                    SuiteItem(
+                        variant=variant.name,
+                        item_id=self._item_id(group[0].doc, doc_id),
+                        doc=group[0].doc,
+                        requests=tuple(to_request(inst, variant.max_tokens) for inst in group),
                     )
                 )
         return out
 
+    def item_requests(self, render: Renderer | None = None) -> list[ItemRequests]:
+        return [
+            ItemRequests(variant=it.variant, item_id=it.item_id, requests=it.requests)
+            for it in self.items(render)
+        ]
+
     def score(
-        self, model: str, responses: Mapping[Request, Response], render: Renderer | None = None
+        self,
+        model: str,
+        responses: Mapping[Request, Response],
+        render: Renderer | None = None,
+        *,
+        variants: set[str] | None = None,
+        allow_missing: bool = False,
     ) -> list[ItemResult]:
+        """Score one model. `variants` limits scoring to those; `allow_missing` skips items none of
+        whose requests has a response (re-scoring a subset of saved outputs) instead of failing."""
         results: list[ItemResult] = []
-        for variant, instances in self._build(render):
+        for variant, all_instances in self._build(render, variants):
+            instances = all_instances
+            if allow_missing:
+                answered = {
+                    inst.doc_id
+                    for inst in all_instances
+                    if to_request(inst, variant.max_tokens) in responses
+                }
+                instances = [inst for inst in all_instances if inst.doc_id in answered]
+                if not instances:
+                    continue
             requests = [to_request(inst, variant.max_tokens) for inst in instances]
             missing = sum(r not in responses for r in requests)
             if missing:
                 raise ValueError(
-                    f"suite {self.spec.name} ({variant.name}): {missing} requests have no response "
+                    f"suite {self.name} ({variant.name}): {missing} requests have no response "
                     f"for model {model}; score() needs an answer to every request of item_requests()"
                 )
             values = [response_value(r, responses[r]) for r in requests]
-            task = self.tasks[variant.task_file]
+            task = self.tasks[variant.task_key]
             scored = score_instances(task, instances, values)
             by_doc = _by_doc(list(zip(instances, requests, values, strict=True)), key=lambda x: x[0])
             for doc_id, rows in by_doc.items():
@@ -118,13 +167,9 @@ class LmEvalSuite:
 
     def kd_prompts(self, render: Renderer | None = None) -> list[str]:
         """The generate prompts of the KD variant (suite file's kd_variant, else the last variant)."""
-        wanted = self.spec.kd_variant or self.variants[-1].name
+        wanted = self.spec.kd_variant or [v for v in self.variants if v.draw_of is None][-1].name
         prompts = [
-            r.prompt
-            for item in self.item_requests(render)
-            if item.variant == wanted
-            for r in item.requests
-            if r.kind == "generate"
+            r.prompt for item in self.items(render, {wanted}) for r in item.requests if r.kind == "generate"
         ]
         return list(dict.fromkeys(prompts))
 
@@ -137,7 +182,7 @@ class LmEvalSuite:
             rows = [r for r in results if r.variant == variant.name]
             if not rows:
                 continue
-            aggregations = self.tasks[variant.task_file].aggregation()
+            aggregations = self.tasks[variant.task_key].aggregation()
             out[variant.name] = {}
             for key in rows[0].metrics:
                 fn = aggregations.get(key.split(",", 1)[0])
@@ -146,10 +191,12 @@ class LmEvalSuite:
         return out
 
     # -- internals --------------------------------------------------------------------------------
-    def _build(self, render: Renderer | None) -> list[tuple[Variant, list[Any]]]:
+    def _build(
+        self, render: Renderer | None, only: set[str] | None = None
+    ) -> list[tuple[Variant, list[Any]]]:
         if self.chat_template and render is None:
             raise HarnessError(
-                f"suite {self.spec.name} renders prompts with the model's chat template: pass "
+                f"suite {self.name} renders prompts with the model's chat template: pass "
                 "render=backend.apply_chat_template, or load it with chat_template=False"
             )
         used = render if self.chat_template else None
@@ -157,15 +204,16 @@ class LmEvalSuite:
             (
                 v,
                 build_instances(
-                    self.tasks[v.task_file],
+                    self.tasks[v.task_key],
                     num_fewshot=v.num_fewshot,
-                    seed=self.seed,
+                    seed=self.seed + v.seed_offset,
                     limit=self.limit,
                     render=used,
                     fewshot_as_multiturn=self.fewshot_as_multiturn,
                 ),
             )
             for v in self.variants
+            if only is None or v.name in only
         ]
 
     def _item_id(self, doc: Mapping[str, Any], doc_id: int) -> str:
@@ -198,8 +246,10 @@ class LmEvalSuite:
         details.update(_instruction_details(doc, raw))
         if rows[0][1].kind == "loglikelihood":
             details["option_logprobs"] = [float(v[0]) for _, _, v in rows]
+        if self.subtask:
+            details["subtask"] = self.subtask
         return ItemResult(
-            suite=self.spec.name,
+            suite=self.name,
             variant=variant.name,
             item_id=self._item_id(doc, instances[0].doc_id),
             model=model,

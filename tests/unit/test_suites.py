@@ -35,16 +35,17 @@ def gold_by_prompt(suite: LmEvalSuite) -> dict[str, str]:
 
 
 # -- loading ------------------------------------------------------------------------------------------
-def test_builtin_suites_are_listed_with_their_variants() -> None:
+def test_builtin_suites_are_listed_with_their_variants(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     infos = {info.name: info for info in list_suites()}
-    assert set(infos) >= {"icl-basic", "cot-basic", "if-basic"}
+    assert set(infos) == {"icl-basic", "cot-basic", "if-basic", "gsm8k-cot", "bbh", "ifeval"}
     assert infos["icl-basic"].ability == "icl" and infos["icl-basic"].variants[:2] == ("k=0", "k=1")
-    assert infos["icl-basic"].baseline_variant == "k=0"
-    assert (
-        infos["cot-basic"].variants == ("cot", "direct") and infos["cot-basic"].baseline_variant == "direct"
-    )
-    assert infos["if-basic"].variants == ("default",) and infos["if-basic"].chat_template is True
-    assert all(info.n_items >= 30 for info in infos.values())
+    assert infos["cot-basic"].variants == ("cot", "direct") and infos["if-basic"].variants == ("default",)
+    assert all(infos[n].n_items is not None and infos[n].n_items >= 30 for n in ("icl-basic", "if-basic"))
+    # without data the public benchmarks are listed with the reason, not loaded
+    assert infos["gsm8k-cot"].n_items is None and "--data-dir" in infos["gsm8k-cot"].note
+    assert len(infos["bbh"].subtasks) == 27 and infos["bbh"].n_items is None
 
 
 def test_load_by_name_and_by_path_agree(icl: LmEvalSuite) -> None:
@@ -54,8 +55,11 @@ def test_load_by_name_and_by_path_agree(icl: LmEvalSuite) -> None:
 
 
 def test_limit_keeps_the_first_items(icl: LmEvalSuite) -> None:
-    assert icl.info().n_items == 6
-    assert len(icl.item_requests()) == 6 * len(icl.info().variants)
+    info = icl.info()
+    assert info.n_items == 6
+    extra_draws = sum(len(d) for d in info.draws.values())
+    assert extra_draws == 2 * 4  # three seeded draws for each k > 0
+    assert len(icl.item_requests()) == 6 * (len(info.variants) + extra_draws)
 
 
 def test_tasks_dir_comes_from_the_environment_when_set(
@@ -126,7 +130,16 @@ def test_a_user_suite_loads_from_another_working_directory(
     ("edit", "message"),
     [
         (lambda s: s + "temperature: 0.7\n", r"unknown key 'temperature'; allowed keys: name, ability"),
-        (lambda s: s.replace("max_tokens: 4\n", ""), r"missing required key 'max_tokens'"),
+        (
+            lambda s: s.replace("primary_metric: exact_match,none\n", ""),
+            r"missing required key 'primary_metric'",
+        ),
+        (lambda s: s + "draws: 0\n", r"draws: Input should be greater than or equal to 1"),
+        (
+            lambda s: s.replace("shots: [0, 1]", "shots: [0, 1]\nsubtasks: {a: {chance: 2}}"),
+            r"chance must be",
+        ),
+        (lambda s: s + "overrides: {k=5: {}}\n", r"overrides name variants"),
         (
             lambda s: s.replace("ability: icl", "ability: math"),
             r"ability: Input should be 'icl', 'cot' or 'if'",
@@ -199,7 +212,7 @@ def test_requests_are_deterministic_across_calls_and_loads(icl: LmEvalSuite) -> 
 def test_icl_prompts_hold_k_examples_drawn_per_item(icl: LmEvalSuite) -> None:
     items = icl.item_requests()
     for item in items:
-        k = int(item.variant.removeprefix("k="))
+        k = int(item.variant.removeprefix("k=").split("/")[0])
         (request,) = item.requests
         assert request.kind == "generate" and request.params is not None
         assert (
@@ -308,7 +321,7 @@ def test_chat_prompts_are_rendered_by_the_model_renderer() -> None:
         suite.item_requests()
     items = suite.item_requests(render=fake_render)
     for item in items:
-        k = int(item.variant.removeprefix("k="))
+        k = int(item.variant.removeprefix("k=").split("/")[0])
         prompt = item.requests[0].prompt
         assert prompt.endswith("[assistant]")
         assert prompt.count("[user]") == k + 1 and prompt.count("[/assistant]") == k  # few-shot as turns

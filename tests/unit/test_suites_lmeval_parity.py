@@ -35,7 +35,7 @@ def lmeval_scores(suite: LmEvalSuite, variant: str, texts: dict[str, str]) -> di
             raise NotImplementedError
 
     v = next(x for x in suite.variants if x.name == variant)
-    task = suite.tasks[v.task_file]
+    task = suite.tasks[v.task_key]
     out = simple_evaluate(
         model=Scripted(),
         task_manager=TaskManager(include_defaults=False),
