@@ -21,6 +21,7 @@ from typing import Any
 from harness.backends.base import SamplingParams
 from harness.errors import HarnessError
 from harness.suites.base import Renderer, Request, Response
+from harness.suites.ifeval_support import seeded_random
 
 INVALID = "[invalid]"  # lm-eval's RegexFilter fallback: nothing was extracted
 _PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
@@ -291,7 +292,10 @@ def score_instances(task: Any, instances: list[Any], values: list[Any]) -> dict[
         metrics: dict[str, Any] = {}
         filtered: dict[str, Any] = {}
         for filter_key in group[0].filtered_resps:
-            result = task.process_results(group[0].doc, [inst.filtered_resps[filter_key] for inst in group])
+            with seeded_random(0):  # IFEval's letter-frequency checker draws from the global RNG
+                result = task.process_results(
+                    group[0].doc, [inst.filtered_resps[filter_key] for inst in group]
+                )
             metrics.update({f"{name},{filter_key}": value for name, value in result.items()})
             filtered[filter_key] = group[0].filtered_resps[filter_key]
         out[doc_id] = {"metrics": metrics, "filtered": filtered}

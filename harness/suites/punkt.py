@@ -77,7 +77,12 @@ def ensure_punkt(nltk_dir: Path | str | None = None) -> Path:
 
 
 def _seed_langdetect() -> None:
-    """langdetect is random unless seeded; the lowercase/uppercase checkers call it."""
+    """Make langdetect deterministic: it samples n-grams at random unless `DetectorFactory.seed` is set.
+
+    lm-eval's response_language, english_capital and english_lowercase checkers call
+    `langdetect.detect`; unseeded, a short or mixed text can get a different language on each call.
+    A class attribute, so factories created later (langdetect builds one lazily) inherit it.
+    """
     try:
         from langdetect import DetectorFactory
     except ImportError:  # pragma: no cover - lm-eval[ifeval] brings it
