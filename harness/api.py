@@ -25,6 +25,7 @@ def load_suites(config: CompareConfig) -> list[Any]:
             seed=config.seed,
             shots=config.shots,
             draws=config.icl_draws,
+            max_gen_tokens=config.max_gen_tokens,
         )
     ]
     names = [s.info().name for s in suites]

@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument("--shots", help="ICL shot sweep for every icl suite, e.g. 0,1,2,4,8")
     cmp_.add_argument("--icl-draws", type=int, help="seeded example draws per shot count > 0 (e.g. 3)")
+    cmp_.add_argument(
+        "--max-gen-tokens",
+        type=int,
+        help="cap every suite generation budget (default: each task's own, e.g. 256 for GSM8K CoT); "
+        "truncations are counted in the report",
+    )
     cmp_.add_argument("--no-kd", action="store_true", help="skip the token-level KD check")
     cmp_.add_argument(
         "--kd-temperature",
@@ -177,6 +183,7 @@ def _compare_config(args: argparse.Namespace) -> Any:
         chat_template={"on": True, "off": False, "auto": None}[args.chat_template],
         shots=_shots(args.shots),
         icl_draws=args.icl_draws,
+        max_gen_tokens=args.max_gen_tokens,
         kd=not args.no_kd,
         kd_temperatures=_temperatures(args.kd_temperature),
         kd_max_tokens=args.kd_max_tokens,

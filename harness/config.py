@@ -28,6 +28,7 @@ class CompareConfig:
     chat_template: bool | None = None  # None = each suite's default
     shots: tuple[int, ...] | None = None  # ICL shot sweep for every icl suite (None: each suite's own)
     icl_draws: int | None = None  # seeded example draws per k > 0 (None: each suite's own)
+    max_gen_tokens: int | None = None  # caps every suite generation budget (None: the tasks' own)
     kd: bool = True
     kd_temperatures: tuple[float, ...] = (1.0, 2.0)
     kd_max_tokens: int = 64

@@ -84,8 +84,9 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
     rows = []
     for variant in variants:
         stats = as_dict(per_variant[variant])
-        skip = SCORE_KEYS | {str(summary.get("primary_metric"))}  # the primary metric is the score
+        skip = SCORE_KEYS | {str(summary.get("primary_metric")), "lm_eval"}  # the primary is the score
         extra = sorted({k for s in stats.values() for k in as_dict(s) if k not in skip})
+        lm_eval = sorted({k for s in stats.values() for k in as_dict(as_dict(s).get("lm_eval"))})
         rows.append(
             {
                 "variant": variant,
@@ -98,6 +99,16 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
                         "values": [fmt_num(as_dict(stats.get(m["label"])).get(key)) for m in models],
                     }
                     for key in extra
+                ]
+                + [
+                    {
+                        "metric": f"{key} (lm-eval's aggregation)",
+                        "values": [
+                            fmt_num(as_dict(as_dict(stats.get(m["label"])).get("lm_eval")).get(key))
+                            for m in models
+                        ],
+                    }
+                    for key in lm_eval
                 ],
             }
         )
@@ -117,12 +128,99 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
         "gain_has_ci": "gain_retention" in summary,
         "warning": _near_chance_warning(per_variant, teacher, chance),
         "paired_rows": paired_rows(summary, models),
+        "draw_rows": _draw_rows(as_dict(summary.get("draws")), models),
+        "instruction_rows": _instruction_rows(as_dict(summary.get("instruction_types")), models),
+        "subtask_rows": [],
+        "members": [str(x) for x in summary.get("members") or []],
     }
+
+
+def _draw_rows(draws: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """ICL sensitivity: per k, each model's mean score over the seeded draws, its spread and range."""
+    rows = []
+    for variant in sorted(draws, key=natural_key):
+        cells = []
+        for m in models:
+            d = as_dict(as_dict(draws[variant]).get(m["label"]))
+            if not d:
+                cells.append({"text": "n/a", "detail": ""})
+                continue
+            scores = ", ".join(fmt_pct(x) for x in d.get("scores") or [])
+            cells.append(
+                {
+                    "text": f"{fmt_pct(d.get('mean'))} ± {100 * (num(d.get('std')) or 0.0):.1f}",
+                    "detail": f"range {fmt_pct(d.get('min'))}–{fmt_pct(d.get('max'))}; draws: {scores}",
+                }
+            )
+        n = len(as_dict(next(iter(as_dict(draws[variant]).values()), {})).get("scores") or [])
+        rows.append({"variant": variant, "n_draws": n, "cells": cells})
+    return rows
+
+
+def _instruction_rows(types: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """IFEval per instruction type: strict / loose accuracy per model, over that type's instructions."""
+    rows = []
+    for kind in sorted(types):
+        per_model = as_dict(types[kind])
+        n = next((as_dict(v).get("n") for v in per_model.values()), None)
+        rows.append(
+            {
+                "type": kind,
+                "n": fmt_count(n),
+                "cells": [
+                    {
+                        "strict": fmt_pct(as_dict(per_model.get(m["label"])).get("strict")),
+                        "loose": fmt_pct(as_dict(per_model.get(m["label"])).get("loose")),
+                    }
+                    for m in models
+                ],
+            }
+        )
+    return rows
+
+
+def _subtask_rows(
+    members: list[tuple[str, dict[str, Any]]], models: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    """A group's subtasks in one table: each variant's score per model, and the gain's retention."""
+    rows = []
+    for name, summary in members:
+        per_variant = as_dict(summary.get("variants"))
+        variants = sorted(per_variant, key=natural_key)
+        baseline = str(summary.get("baseline_variant") or "")
+        gain_variant = next((v for v in variants if v != baseline), "")
+        recorded = as_dict(summary.get("gain_retention"))
+        rows.append(
+            {
+                "name": name.split(":", 1)[-1],
+                "n": fmt_count(summary.get("n_items")),
+                "chance": fmt_pct(summary.get("chance")),
+                "variants": [
+                    {
+                        "variant": v,
+                        "scores": [score_cell(as_dict(per_variant[v]).get(m["label"])) for m in models],
+                    }
+                    for v in variants
+                ],
+                "gains": [
+                    gain_cell(as_dict(as_dict(summary.get("gain")).get(m["label"])).get(gain_variant))
+                    for m in models
+                ],
+                "gain_retention": [
+                    retention_cell(as_dict(recorded.get(m["label"])).get(gain_variant))
+                    for m in models
+                    if m["role"] != "teacher"
+                ],
+            }
+        )
+    return rows
 
 
 def headline_view(suites: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, Any]]:
     out = []
     for name, summary in ordered_suites(suites):
+        if summary.get("group"):
+            continue  # a subtask: its group stands for it in the headline
         per_variant = as_dict(summary.get("variants"))
         variant = headline_variant(summary, sorted(per_variant, key=natural_key))
         stats = as_dict(per_variant.get(variant))
@@ -303,6 +401,19 @@ def provenance_view(record: RunRecord, models: list[dict[str, str]]) -> dict[str
     }
 
 
+def _suite_views(suites: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """One section per suite; subtasks of a group (bbh:navigate) become rows of their group's section."""
+    views = []
+    for name, summary in ordered_suites(suites):
+        if summary.get("group"):
+            continue
+        view = suite_view(name, summary, models)
+        members = [(m, as_dict(suites.get(m))) for m in view["members"] if m in suites]
+        view["subtask_rows"] = _subtask_rows(members, models)
+        views.append(view)
+    return views
+
+
 def build_view(record: RunRecord, *, max_items_per_variant: int = 200) -> dict[str, Any]:
     models = model_list(record)
     suites = as_dict(record.metrics.get("suites"))
@@ -313,7 +424,7 @@ def build_view(record: RunRecord, *, max_items_per_variant: int = 200) -> dict[s
         "models": models,
         "students": [m for m in models if m["role"] != "teacher"],
         "headline": headline_view(suites, models),
-        "suites": [suite_view(name, s, models) for name, s in ordered_suites(suites)],
+        "suites": _suite_views(suites, models),
         "kd": build_kd(as_dict(record.metrics.get("kd")), models),
         "explorer": explorer_view(record, models, max_items_per_variant),
         "cap": max_items_per_variant,

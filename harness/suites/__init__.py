@@ -58,6 +58,7 @@ def load_suites(
     seed: int = 1234,
     shots: Any = None,
     draws: int | None = None,
+    max_gen_tokens: int | None = None,
 ) -> list[LmEvalSuite]:
     """See `harness.suites.loader.load_suites`."""
     from harness.suites.loader import load_suites as _load
@@ -70,6 +71,7 @@ def load_suites(
         seed=seed,
         shots=shots,
         draws=draws,
+        max_gen_tokens=max_gen_tokens,
     )
 
 

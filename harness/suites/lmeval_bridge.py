@@ -234,14 +234,16 @@ def build_instances(
 LM_EVAL_DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's models generate this much unless the task says
 
 
-def to_request(instance: Any, max_tokens: int | None) -> Request:
+def to_request(instance: Any, max_tokens: int | None, cap: int | None = None) -> Request:
     """An lm-eval Instance as an engine-level Request (greedy generation; stops from `until`).
 
-    `max_tokens` None keeps the task's own budget, as lm-eval would."""
+    `max_tokens` None keeps the task's own budget, as lm-eval would; `cap` lowers any budget."""
     if instance.request_type == "generate_until":
         context, gen_kwargs = instance.args[0], instance.args[1]
         if max_tokens is None:
             max_tokens = int(gen_kwargs.get("max_gen_toks") or LM_EVAL_DEFAULT_MAX_GEN_TOKS)
+        if cap is not None:
+            max_tokens = min(max_tokens, cap)
         until = gen_kwargs.get("until") or []
         stop = (until,) if isinstance(until, str) else tuple(until)
         return Request(

@@ -37,13 +37,15 @@ def load_suites(
     seed: int = 1234,
     shots: Sequence[int] | None = None,
     draws: int | None = None,
+    max_gen_tokens: int | None = None,
 ) -> list[LmEvalSuite]:
     """Every suite a selection names: one, or one per subtask (`bbh` -> 27, `bbh:navigate` -> 1).
 
     `limit` keeps the first N items (per subtask); `data_dir` holds local copies of datasets (see
     harness.suites.datasets) and is the base of relative `data_files`; `chat_template` overrides the
     suite's default; `seed` is the few-shot seed unless the suite file fixes `fewshot_seed`;
-    `shots`/`draws` override an ICL suite's sweep. Each suite builds and scores one item with
+    `shots`/`draws` override an ICL suite's sweep; `max_gen_tokens` caps every generation budget
+    (truncations are counted and reported). Each suite builds and scores one item with
     placeholder answers, so a broken task, filter or metric fails now, not after generation.
     """
     if limit is not None and limit < 1:
@@ -55,6 +57,9 @@ def load_suites(
     if data_dir is not None and not Path(data_dir).is_dir():
         raise HarnessError(f"data folder {data_dir} does not exist: check --data-dir (or $HARNESS_DATA_DIR)")
     options = _Options(limit, Path(data_dir) if data_dir else None, chat_template, seed, shots, draws)
+    if max_gen_tokens is not None and max_gen_tokens < 1:
+        raise HarnessError(f"--max-gen-tokens {max_gen_tokens}: use a positive number of tokens")
+    options.max_gen_tokens = max_gen_tokens
     if selection.startswith(LMEVAL_PREFIX):
         return [_load_lm_eval_task(selection, options)]
     name, _, wanted = selection.partition(":")
@@ -108,6 +113,7 @@ class _Options:
         self.seed = seed
         self.shots = list(shots) if shots is not None else None
         self.draws = draws
+        self.max_gen_tokens: int | None = None
         if self.shots is not None and (not self.shots or any(k < 0 for k in self.shots)):
             raise HarnessError(f"--shots {self.shots}: give distinct counts >= 0, e.g. 0,1,2,4,8")
         if draws is not None and not 1 <= draws <= 20:
@@ -142,6 +148,7 @@ def _load_one(spec: SuiteSpec, path: Path, subtask: str | None, options: _Option
         chat_template=use_chat,
         seed=options.seed,
         subtask=subtask,
+        max_tokens_cap=options.max_gen_tokens,
     )
     _check_pool(suite, where)
     _probe(suite, where)
@@ -194,9 +201,7 @@ def _pool_size(task: Any) -> int | None:
     split = _fewshot_field(task, "split")
     samples = _fewshot_field(task, "samples")
     from_test = (split is not None and split == task.config.test_split) or (
-        split is None
-        and samples is None
-        and not (task.has_training_docs() or task.has_validation_docs())
+        split is None and samples is None and not (task.has_training_docs() or task.has_validation_docs())
     )
     return len(docs) - (1 if from_test else 0)
 
@@ -228,6 +233,8 @@ def _load_lm_eval_task(selection: str, options: _Options) -> LmEvalSuite:
         raise HarnessError(f"lm-eval task {name} lists no metric, so the harness has nothing to compare")
     filters = [f["name"] for f in (task.config.filter_list or [])]
     shots = options.shots if options.shots is not None else list(DEFAULT_SHOTS)
+    if _pool_size(task) == 0:
+        shots = [0]  # no few-shot examples to draw (e.g. ifeval): the sweep is zero-shot only
     max_gen = (task.config.generation_kwargs or {}).get("max_gen_toks")
     spec = SuiteSpec.model_validate(
         {
@@ -255,6 +262,7 @@ def _load_lm_eval_task(selection: str, options: _Options) -> LmEvalSuite:
         chat_template=bool(options.chat_template),
         seed=options.seed,
         name=selection,
+        max_tokens_cap=options.max_gen_tokens,
     )
     _check_pool(suite, selection)
     _probe(suite, selection)
@@ -288,6 +296,7 @@ def _probe(suite: LmEvalSuite, where: str | Path) -> None:
         seed=suite.seed,
         subtask=suite.subtask,
         name=suite.name,
+        max_tokens_cap=suite.max_tokens_cap,
     )
     try:
         items = probe.item_requests(render=_fake_render)

@@ -70,10 +70,12 @@ class LmEvalSuite:
         fewshot_as_multiturn: bool = True,
         subtask: str | None = None,
         name: str | None = None,
+        max_tokens_cap: int | None = None,
     ) -> None:
         self.spec = spec
         self.path = path
         self.subtask = subtask
+        self.max_tokens_cap = max_tokens_cap  # --max-gen-tokens: caps every generation budget
         self.name = name or (f"{spec.name}:{subtask}" if subtask else spec.name)
         self.tasks = tasks
         self.variants = variants
@@ -116,7 +118,9 @@ class LmEvalSuite:
                         variant=variant.name,
                         item_id=self._item_id(group[0].doc, doc_id),
                         doc=group[0].doc,
-                        requests=tuple(to_request(inst, variant.max_tokens) for inst in group),
+                        requests=tuple(
+                            to_request(inst, variant.max_tokens, self.max_tokens_cap) for inst in group
+                        ),
                     )
                 )
         return out
@@ -145,12 +149,12 @@ class LmEvalSuite:
                 answered = {
                     inst.doc_id
                     for inst in all_instances
-                    if to_request(inst, variant.max_tokens) in responses
+                    if to_request(inst, variant.max_tokens, self.max_tokens_cap) in responses
                 }
                 instances = [inst for inst in all_instances if inst.doc_id in answered]
                 if not instances:
                     continue
-            requests = [to_request(inst, variant.max_tokens) for inst in instances]
+            requests = [to_request(inst, variant.max_tokens, self.max_tokens_cap) for inst in instances]
             missing = sum(r not in responses for r in requests)
             if missing:
                 raise ValueError(
