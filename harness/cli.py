@@ -140,6 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp_.add_argument("--no-report", action="store_true", help="write the run record only")
 
+    sc = sub.add_parser(
+        "score",
+        help="re-score saved responses without a model (run records, IFEval, BBH, lm-eval log_samples)",
+    )
+    sc.add_argument("suite", help="suite(s) as for compare, comma-separated: ifeval, bbh, bbh:navigate, ...")
+    sc.add_argument(
+        "--responses",
+        type=Path,
+        required=True,
+        help="a run folder or items.jsonl, IFEval input_response_data JSONL, BBH {input, prediction, "
+        "target} records, or lm-eval --log_samples file(s)",
+    )
+    sc.add_argument("--data-dir", type=Path, help="folder with local copies of public datasets")
+    sc.add_argument("--out", type=Path, help="folder for metrics.json and the re-scored items.jsonl")
+    sc.add_argument("--limit", type=int, help="only the first N items of each suite")
+    sc.add_argument("--subtask", help="BBH subtask of records that do not name one")
+    sc.add_argument("--mode", choices=["cot", "direct"], help="BBH variant of records that do not name one")
+    sc.add_argument("--model", help="label for outside records (default: the file name)")
+    sc.add_argument("--seed", type=int)
+    sc.add_argument("--bootstrap", type=int, help="bootstrap iterations for CIs")
+
     rep = sub.add_parser("report", help="render the HTML report of a run folder")
     rep.add_argument("run_dir", type=Path)
     rep.add_argument("--out", type=Path, help="HTML file (default RUN_DIR/index.html)")
@@ -211,6 +232,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from harness.rescore import format_summary, score_responses
+
+    metrics = score_responses(
+        args.suite,
+        args.responses,
+        data_dir=args.data_dir,
+        out_dir=args.out,
+        limit=args.limit,
+        subtask=args.subtask,
+        mode=args.mode,
+        model=args.model,
+        seed=args.seed,
+        bootstrap=args.bootstrap,
+    )
+    print(format_summary(metrics))
+    if args.out is not None:
+        print(f"metrics: {args.out / 'metrics.json'}")
+    return 0
+
+
 def _cmd_suites(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -253,6 +295,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS = {
     "compare": _cmd_compare,
     "report": _cmd_report,
+    "score": _cmd_score,
     "suites": _cmd_suites,
     "validate": _cmd_validate,
     "demo": _cmd_demo,

@@ -106,8 +106,38 @@ class _Run:
         self.kd_sequences = build_sequences(backend, prompts, [answers[r].token_ids for r in requests], ids)
 
 
-def _model_entry(role: str, spec: ModelSpec, info: ModelInfo, load_seconds: float) -> dict[str, Any]:
-    return {"role": role, "spec": str(spec), "info": asdict(info), "timings": {"load_seconds": load_seconds}}
+def _model_entry(
+    role: str, spec: ModelSpec, info: ModelInfo, load_seconds: float, rss_delta: int | None = None
+) -> dict[str, Any]:
+    return {
+        "role": role,
+        "spec": str(spec),
+        "info": asdict(info),
+        "timings": {"load_seconds": load_seconds},
+        "memory": {"load_rss_delta_bytes": rss_delta, "weights_bytes": _weights_bytes(info)},
+    }
+
+
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1}
+
+
+def _weights_bytes(info: ModelInfo) -> int | None:
+    if info.n_parameters is None:
+        return None
+    size = next((b for name, b in _DTYPE_BYTES.items() if name in str(info.dtype)), None)
+    return info.n_parameters * size if size else None
+
+
+def _rss_bytes() -> int | None:
+    """This process's resident memory now (Linux), to measure what loading a model added."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def check_context(label: str, backend: Backend, requests: list[Request]) -> None:
@@ -127,12 +157,18 @@ def check_context(label: str, backend: Backend, requests: list[Request]) -> None
 
 def _load(role: str, spec: ModelSpec, config: CompareConfig) -> tuple[Backend, ModelInfo, float]:
     started = time.perf_counter()
+    _LOAD_RSS[spec.label] = _rss_bytes()
     engine_args = dict(config.engine_args)
     if spec.backend == "vllm" and config.kd and config.kd_mode != "lower-bound":
         # exact KD needs the full vocabulary per position; vLLM returns it only when started so
         engine_args.setdefault("max_logprobs", -1)
     backend = load_backend(spec, **engine_args)
+    before, after = _LOAD_RSS.get(spec.label), _rss_bytes()
+    _LOAD_RSS[spec.label] = after - before if before is not None and after is not None else None
     return backend, backend.info(), time.perf_counter() - started
+
+
+_LOAD_RSS: dict[str, int | None] = {}  # label -> resident memory the load added (set by _load)
 
 
 def _kd_mode(config: CompareConfig, teacher: Backend) -> str:
@@ -153,7 +189,9 @@ def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress |
     teacher_role, teacher_spec = roles[0]
     teacher, t_info, seconds = _load(teacher_role, teacher_spec, config)
     run.teacher_info = t_info
-    run.models[teacher_spec.label] = _model_entry(teacher_role, teacher_spec, t_info, seconds)
+    run.models[teacher_spec.label] = _model_entry(
+        teacher_role, teacher_spec, t_info, seconds, _LOAD_RSS.get(teacher_spec.label)
+    )
     run.answer_suites(teacher_spec.label, teacher, t_info.fingerprint)
     mode = _kd_mode(config, teacher) if config.kd else "off"
     if config.kd:
@@ -166,7 +204,7 @@ def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress |
         teacher.close()
     for role, spec in roles[1:]:
         student, s_info, seconds = _load(role, spec, config)
-        run.models[spec.label] = _model_entry(role, spec, s_info, seconds)
+        run.models[spec.label] = _model_entry(role, spec, s_info, seconds, _LOAD_RSS.get(spec.label))
         run.answer_suites(spec.label, student, s_info.fingerprint)
         if config.kd:
             run.kd[spec.label] = _kd_for_student(run, mode, teacher, student, t_info, s_info, spec.label)
@@ -269,9 +307,11 @@ def _finish(run: _Run, mode: str, started: float) -> Path:
 
     config = run.config
     roles = {label: entry["role"] for label, entry in run.models.items()}
+    suites = summarize_suites(run.suites, run.items, roles, config.seed, config.bootstrap)
     metrics = {
-        "suites": summarize_suites(run.suites, run.items, roles, config.seed, config.bootstrap),
+        "suites": suites,
         "kd": run.kd,
+        "cost": cost_summary(run.models, suites),
         "notes": run.notes,
     }
     manifest = {
@@ -288,6 +328,67 @@ def _finish(run: _Run, mode: str, started: float) -> Path:
     write_record(config.out_dir, manifest, run.items, metrics)
     run.cache.close()
     return config.out_dir
+
+
+def cost_summary(models: dict[str, dict[str, Any]], suites: dict[str, Any]) -> dict[str, Any]:
+    """What each model costs, measured in this run on the same requests, and retention per unit of cost.
+
+    Throughput is generated tokens per second of the suites phase; it is only comparable between
+    models when both computed their requests (nothing from the cache), so it is None otherwise.
+    Retention per cost: the mean headline retention over suites divided by the student's parameter
+    fraction of the teacher (1.0 = as good per parameter as the teacher)."""
+    import numpy as np
+
+    teacher = next((label for label, m in models.items() if m["role"] == "teacher"), None)
+    out: dict[str, Any] = {}
+    for label, entry in models.items():
+        info, timing = entry["info"], entry["timings"].get("suites") or {}
+        computed_all = timing.get("computed") == timing.get("total") and timing.get("seconds")
+        out[label] = {
+            "role": entry["role"],
+            "parameters": info.get("n_parameters"),
+            "weights_bytes": entry.get("memory", {}).get("weights_bytes"),
+            "load_rss_delta_bytes": entry.get("memory", {}).get("load_rss_delta_bytes"),
+            "load_seconds": entry["timings"].get("load_seconds"),
+            "suite_requests": timing.get("total"),
+            "suite_seconds": timing.get("seconds"),
+            "generated_tokens": timing.get("generated_tokens"),
+            "tokens_per_second": timing["generated_tokens"] / timing["seconds"] if computed_all else None,
+            "seconds_per_request": timing["seconds"] / timing["total"] if computed_all else None,
+            "throughput_note": None if computed_all else "answers came from the cache: not timed",
+        }
+    if teacher is None:
+        return out
+    t = out[teacher]
+    for label, row in out.items():
+        if label == teacher:
+            continue
+        retentions: list[float] = []
+        for summary in suites.values():
+            if summary.get("group") is not None:
+                continue
+            per = summary.get("retention", {}).get(label, {})
+            # the headline variant: the last one that is not the baseline (k=max, cot), as in the report
+            others = [v for v in per if v != summary.get("baseline_variant")] or list(per)
+            picked = per.get(others[-1]) if others else None
+            value = picked.get("value") if isinstance(picked, dict) else None
+            if isinstance(value, int | float) and np.isfinite(value):
+                retentions.append(float(value))
+        param_fraction = (
+            row["parameters"] / t["parameters"] if row["parameters"] and t["parameters"] else None
+        )
+        mean_retention = float(np.mean(retentions)) if retentions else None
+        row["parameter_fraction"] = param_fraction
+        row["speedup"] = (
+            row["tokens_per_second"] / t["tokens_per_second"]
+            if row["tokens_per_second"] and t["tokens_per_second"]
+            else None
+        )
+        row["mean_retention"] = mean_retention
+        row["retention_per_parameter_fraction"] = (
+            mean_retention / param_fraction if mean_retention is not None and param_fraction else None
+        )
+    return out
 
 
 def _config_dict(config: CompareConfig) -> dict[str, Any]:

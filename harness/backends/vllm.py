@@ -35,7 +35,9 @@ from harness.backends.base import (
 from harness.errors import HarnessError, InfrastructureError
 
 DEFAULT_MAX_LOGPROBS = 20
-CPU_KV_CACHE_BYTES = 512 << 20
+# 2 GiB holds ~45k tokens of SmolLM2-135M's KV cache: room for ~25 BBH CoT sequences (1.5k-token
+# prompts plus generation) at once; 512 MiB fitted only ~6, and batching suffered.
+CPU_KV_CACHE_BYTES = 2 << 30
 
 
 def _cpu_only() -> bool:

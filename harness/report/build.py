@@ -122,6 +122,9 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
         "chance": fmt_pct(chance) if chance is not None else "n/a",
         "baseline": baseline,
         "n_items": fmt_count(summary.get("n_items")),
+        "chat_template": {True: "on", False: "off"}.get(bool(summary.get("chat_template")))
+        if "chat_template" in summary
+        else "not recorded",
         "rows": rows,
         "has_extra": any(r["extra"] for r in rows),
         "gain_rows": _gain_rows(summary, [v for v in variants if v != baseline], models),
@@ -401,6 +404,39 @@ def provenance_view(record: RunRecord, models: list[dict[str, str]]) -> dict[str
     }
 
 
+def cost_view(cost: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, str]]:
+    """One row per model: size, memory, measured speed, and (students) retention per unit of cost."""
+    rows = []
+    for m in models:
+        c = as_dict(cost.get(m["label"]))
+        if not c:
+            continue
+        tps = num(c.get("tokens_per_second"))
+        mem = num(c.get("weights_bytes"))
+        rss = num(c.get("load_rss_delta_bytes"))
+        rows.append(
+            {
+                "label": m["label"],
+                "role": m["role"],
+                "parameters": fmt_count(c.get("parameters")),
+                "weights": f"{mem / 2**20:,.0f} MiB" if mem is not None else "?",
+                "rss": f"{rss / 2**20:,.0f} MiB" if rss is not None else "?",
+                "tokens_per_second": f"{tps:,.1f}" if tps is not None else "not timed",
+                "throughput_note": str(c.get("throughput_note") or ""),
+                "seconds_per_request": fmt_num(c.get("seconds_per_request")),
+                "parameter_fraction": fmt_num(c.get("parameter_fraction"))
+                if "parameter_fraction" in c
+                else "",
+                "speedup": fmt_num(c.get("speedup")) if "speedup" in c else "",
+                "mean_retention": fmt_num(c.get("mean_retention")) if "mean_retention" in c else "",
+                "per_cost": fmt_num(c.get("retention_per_parameter_fraction"))
+                if "retention_per_parameter_fraction" in c
+                else "",
+            }
+        )
+    return rows
+
+
 def _suite_views(suites: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, Any]]:
     """One section per suite; subtasks of a group (bbh:navigate) become rows of their group's section."""
     views = []
@@ -424,6 +460,7 @@ def build_view(record: RunRecord, *, max_items_per_variant: int = 200) -> dict[s
         "models": models,
         "students": [m for m in models if m["role"] != "teacher"],
         "headline": headline_view(suites, models),
+        "cost": cost_view(as_dict(record.metrics.get("cost")), models),
         "suites": _suite_views(suites, models),
         "kd": build_kd(as_dict(record.metrics.get("kd")), models),
         "explorer": explorer_view(record, models, max_items_per_variant),

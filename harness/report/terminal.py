@@ -32,6 +32,8 @@ def summary_table(record: RunRecord) -> Table:
     for s in students:
         table.add_column(f"retention\n{s}", justify="right")
     for suite, summary in ordered_suites(record.metrics.get("suites")):
+        if summary.get("group"):
+            continue  # a subtask (bbh:navigate): its group's row stands for it; the HTML report lists it
         per_variant = as_dict(summary.get("variants"))
         retention = as_dict(summary.get("retention"))
         for i, variant in enumerate(sorted(per_variant, key=natural_key)):
