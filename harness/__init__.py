@@ -15,6 +15,7 @@ __all__ = [
     "__version__",
     "compare",
     "load_backend",
+    "load_run",
     "parse_model_spec",
     "read_record",
     "report",
@@ -25,12 +26,14 @@ if TYPE_CHECKING:
     from harness.backends import load_backend, parse_model_spec
     from harness.config import CompareConfig
     from harness.errors import HarnessError
+    from harness.results import load_run
     from harness.store.record import read_record
 
 _LAZY = {
     "compare": "harness.api",
     "report": "harness.api",
     "load_backend": "harness.backends",
+    "load_run": "harness.results",
     "parse_model_spec": "harness.backends",
     "CompareConfig": "harness.config",
     "HarnessError": "harness.errors",

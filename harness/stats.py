@@ -91,11 +91,21 @@ def bootstrap_group_means(
     rng = np.random.default_rng(seed)
     out = np.empty((n_boot, sums.shape[0]))
     block = max(1, _MAX_DRAWS // n_groups)
+    # Finite sums: count how often each group was drawn and take a matrix product (one pass over the
+    # index matrix, whatever the number of quantities). An infinite sum must only count when drawn
+    # (0 * inf is NaN), so then the drawn groups are gathered instead. Same draws either way.
+    finite = bool(np.isfinite(sums).all())
     for lo in range(0, n_boot, block):
         hi = min(n_boot, lo + block)
         idx = rng.integers(0, n_groups, size=(hi - lo, n_groups))
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[lo:hi] = sums[:, idx].sum(axis=-1).T / counts[idx].sum(axis=-1)[:, None]
+            if finite:
+                offsets = (np.arange(hi - lo) * n_groups)[:, None]
+                drawn = np.bincount((idx + offsets).ravel(), minlength=(hi - lo) * n_groups)
+                drawn = drawn.reshape(hi - lo, n_groups).astype(np.float64)
+                out[lo:hi] = (drawn @ sums.T) / (drawn @ counts)[:, None]
+            else:
+                out[lo:hi] = sums[:, idx].sum(axis=-1).T / counts[idx].sum(axis=-1)[:, None]
     return out
 
 
@@ -352,3 +362,21 @@ def mcnemar(teacher_correct: Any, student_correct: Any) -> McNemarResult:
         p_value=min(1.0, p_value),
         n=int(t.size),
     )
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control), in the input order.
+
+    The i-th smallest p is multiplied by (m - i + 1), a running maximum keeps the order, and values
+    are capped at 1: the same numbers as statsmodels' multipletests(method="holm").
+    """
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    if p.size == 0:
+        return []
+    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise HarnessError("Holm correction needs p-values in [0, 1], got NaN or a value outside")
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((p.size - np.arange(p.size)) * p[order]))
+    out = np.empty(p.size)
+    out[order] = adjusted
+    return [float(v) for v in out]

@@ -9,6 +9,7 @@ from harness.report.view import (
     METRIC_LABELS,
     SCORE_KEYS,
     as_dict,
+    fmt_ci,
     fmt_count,
     fmt_num,
     fmt_pct,
@@ -85,7 +86,22 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
     for variant in variants:
         stats = as_dict(per_variant[variant])
         skip = SCORE_KEYS | {str(summary.get("primary_metric")), "lm_eval"}  # the primary is the score
-        extra = sorted({k for s in stats.values() for k in as_dict(s) if k not in skip})
+        extra = sorted(
+            {
+                k
+                for s in stats.values()
+                for k, x in as_dict(s).items()
+                if k not in skip and not isinstance(x, dict)
+            }
+        )
+        with_ci = sorted(
+            {
+                k
+                for s in stats.values()
+                for k, x in as_dict(s).items()
+                if k not in skip and isinstance(x, dict) and "value" in x
+            }
+        )
         lm_eval = sorted({k for s in stats.values() for k in as_dict(as_dict(s).get("lm_eval"))})
         rows.append(
             {
@@ -109,6 +125,15 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
                         ],
                     }
                     for key in lm_eval
+                ]
+                + [
+                    {
+                        "metric": f"{key} (CI over prompts)",
+                        "values": [
+                            _estimate_text(as_dict(as_dict(stats.get(m["label"])).get(key))) for m in models
+                        ],
+                    }
+                    for key in with_ci
                 ],
             }
         )
@@ -136,6 +161,10 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
         "subtask_rows": [],
         "members": [str(x) for x in summary.get("members") or []],
     }
+
+
+def _estimate_text(e: dict[str, Any]) -> str:
+    return f"{fmt_pct(e.get('value'))} {fmt_ci(e.get('ci_low'), e.get('ci_high'))}".strip() if e else "n/a"
 
 
 def _draw_rows(draws: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, Any]]:

@@ -40,8 +40,10 @@ def _mcnemar_view(entry: Any) -> dict[str, Any]:
     return {
         "present": True,
         "cells": [{"text": fmt_count(test.get(k)), "title": _ids_title(ids.get(k))} for k in CELLS],
-        "p": fmt_p(test.get("p_value")),
-        "significant": (num(test.get("p_value")) or 1.0) < 0.05,
+        "p": fmt_p(test.get("p_value"))
+        + (f" (Holm {fmt_p(test.get('p_holm'))})" if num(test.get("p_holm")) is not None else ""),
+        # judged after Holm's correction across every test in the run, where the record has it
+        "significant": (num(test.get("p_holm", test.get("p_value"))) or 1.0) < 0.05,
         "note": "",
     }
 

@@ -236,3 +236,87 @@ def test_chance_corrected_retention() -> None:
         assert undefined.note is not None and "not above chance" in undefined.note
     with pytest.raises(HarnessError, match="chance"):
         stats.chance_corrected_retention(student, teacher, float("nan"))
+
+
+HOLM_P = [0.01, 0.04, 0.03, 0.005, 0.5, 0.04, 1.0, 0.0, 0.2, 0.012]
+
+
+def test_holm_matches_statsmodels_multipletests() -> None:
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    expected = multitest.multipletests(HOLM_P, alpha=0.05, method="holm")[1]
+    np.testing.assert_allclose(stats.holm(HOLM_P), expected, rtol=0, atol=1e-15)
+    # by hand for the three smallest: 0.0 * 10, 0.005 * 9, 0.01 * 8; ties keep the running maximum
+    assert stats.holm(HOLM_P)[7] == 0.0 and stats.holm(HOLM_P)[3] == pytest.approx(0.045)
+    assert stats.holm(HOLM_P)[0] == pytest.approx(0.08)
+    assert stats.holm([0.3]) == [0.3] and stats.holm([]) == []
+    with pytest.raises(HarnessError, match="p-values"):
+        stats.holm([0.1, float("nan")])
+    with pytest.raises(HarnessError, match="p-values"):
+        stats.holm([1.5])
+
+
+def _width(est: stats.Estimate) -> float:
+    assert est.ci_low is not None and est.ci_high is not None
+    return est.ci_high - est.ci_low
+
+
+def _prompts(n_prompts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """IFEval-like data: 1-4 instructions per prompt, verdicts correlated within a prompt."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 5, n_prompts)
+    ease = rng.beta(2, 1, n_prompts)  # a prompt's instructions are all easy or all hard
+    clusters = np.repeat(np.arange(n_prompts), sizes)
+    verdicts = (rng.random(clusters.size) < ease[clusters]).astype(float)
+    return verdicts, clusters
+
+
+def test_clustered_ci_is_the_percentile_of_an_explicit_cluster_resample() -> None:
+    verdicts, clusters = _prompts(40, seed=5)
+    est = stats.bootstrap_mean_ci(verdicts, clusters, n_boot=999, seed=11)
+    sums = np.bincount(clusters, weights=verdicts)
+    counts = np.bincount(clusters).astype(float)
+    idx = np.random.default_rng(11).integers(0, 40, size=(999, 40))
+    replicates = sums[idx].sum(1) / counts[idx].sum(1)  # pooled accuracy of each resampled prompt set
+    assert est.value == pytest.approx(verdicts.mean())
+    assert (est.ci_low, est.ci_high) == pytest.approx(tuple(np.percentile(replicates, [2.5, 97.5])))
+    assert est.n == verdicts.size
+
+
+def test_clustered_ci_matches_scipy_bootstrap_percentile() -> None:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    verdicts, clusters = _prompts(60, seed=3)
+    sums = np.bincount(clusters, weights=verdicts)
+    counts = np.bincount(clusters).astype(float)
+    ours = stats.bootstrap_mean_ci(verdicts, clusters, n_boot=20_000, seed=0)
+    reference = scipy_stats.bootstrap(
+        (sums, counts),
+        lambda s, c, axis=-1: s.sum(axis=axis) / c.sum(axis=axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=20_000,
+        method="percentile",
+        random_state=np.random.default_rng(1),
+    ).confidence_interval
+    assert ours.ci_low == pytest.approx(reference.low, abs=0.006)
+    assert ours.ci_high == pytest.approx(reference.high, abs=0.006)
+    naive = stats.bootstrap_mean_ci(verdicts, n_boot=20_000, seed=0)
+    assert _width(ours) > 1.15 * _width(naive)  # clustering widens it
+
+
+def test_clusters_of_identical_verdicts_equal_a_bootstrap_over_prompts() -> None:
+    """Equal-size prompts whose instructions agree: resampling prompts IS resampling prompt verdicts."""
+    prompt_verdicts = (np.random.default_rng(2).random(30) < 0.6).astype(float)
+    clustered = stats.bootstrap_mean_ci(np.repeat(prompt_verdicts, 3), np.repeat(np.arange(30), 3), seed=4)
+    per_prompt = stats.bootstrap_mean_ci(prompt_verdicts, seed=4)
+    assert (clustered.value, clustered.ci_low, clustered.ci_high) == pytest.approx(
+        (per_prompt.value, per_prompt.ci_low, per_prompt.ci_high)
+    )
+
+
+def test_singleton_clusters_agree_with_the_wilson_interval() -> None:
+    proportion = pytest.importorskip("statsmodels.stats.proportion")
+    verdicts = np.array([1.0] * 280 + [0.0] * 120)  # 0.7 of 400
+    est = stats.bootstrap_mean_ci(verdicts, np.arange(400), n_boot=20_000, seed=0)
+    low, high = proportion.proportion_confint(280, 400, alpha=0.05, method="wilson")
+    assert est.value == pytest.approx(0.7)
+    assert est.ci_low == pytest.approx(low, abs=0.006) and est.ci_high == pytest.approx(high, abs=0.006)
