@@ -88,3 +88,25 @@ def test_validate_a_good_and_a_bad_suite_file(tmp_path: Path, capsys: pytest.Cap
 def test_unknown_suite_name_fails_before_any_model_loads(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "mock:t", "mock:s", "--suite", "no-such-suite"]) == 2
     assert "no-such-suite" in capsys.readouterr().err
+
+
+def test_score_subcommand_rescores_saved_responses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`harness score` end to end through the CLI: prints the summary, writes metrics.json, exit 0."""
+    import json
+
+    case = Path(__file__).parent / "cases" / "rescore" / "if_basic_responses.jsonl"
+    code = main(["score", "if-basic", "--responses", str(case), "--out", str(tmp_path), "--bootstrap", "100"])
+    out = capsys.readouterr().out
+    assert code == 0 and "if-basic" in out and f"metrics: {tmp_path / 'metrics.json'}" in out
+    metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    row = metrics["suites"]["if-basic"]["variants"]["default"]["if_basic_responses"]
+    assert row["n"] == 5 and abs(row["score"] - 0.4) < 1e-9
+
+
+def test_score_subcommand_bad_responses_file_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    case = Path(__file__).parent / "cases" / "rescore" / "if_basic_missing_field.jsonl"
+    assert main(["score", "if-basic", "--responses", str(case)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "line 2: missing field 'response'" in err
