@@ -201,3 +201,26 @@ def test_more_shots_than_the_pool_is_refused() -> None:
         pytest.skip(f"GSM8K data not at {DATA}")
     with pytest.raises(HarnessError, match=r"k=9 needs 9 few-shot examples but the task's pool holds 8"):
         load_suites("lm-eval:gsm8k_cot", limit=1, data_dir=DATA, shots=[0, 9])
+
+
+@needs_data
+def test_all_27_bbh_subtasks_load_build_and_score() -> None:
+    """Every subtask: lm-eval's CoT and answer-only tasks on the local data, both extractions, a chance."""
+    from harness.suites.extract import BBH_SUBTASKS
+
+    suites = load_suites("bbh", limit=1, data_dir=DATA)
+    assert [s.subtask for s in suites] == list(BBH_SUBTASKS) and len(suites) == 27
+    for suite in suites:
+        items = suite.items()
+        assert {i.variant for i in items} == {"cot", "direct"}
+        target = items[0].doc["target"]
+        responses = {
+            r: Response(
+                text=f"So the answer is {target}." if i.variant == "cot" else target, finish_reason="stop"
+            )
+            for i in items
+            for r in i.requests
+        }
+        for result in suite.score("m", responses):
+            assert result.metrics["exact_match,flexible-extract"] == 1.0, (suite.name, result.variant)
+            assert result.metrics["exact_match,strict-match"] == 1.0, (suite.name, result.variant)
