@@ -35,9 +35,35 @@ def load_suites(config: CompareConfig) -> list[Any]:
     return suites
 
 
+def _line_progress() -> Any:
+    """Progress for logs (no terminal): one line when a phase starts and one when it ends, with its time."""
+    import sys
+    import time
+
+    started: dict[str, float] = {}
+    finished: set[str] = set()
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase in finished:
+            return
+        if phase not in started:
+            started[phase] = time.perf_counter()
+            print(f"[harness] {phase}: {total} to do ({done} cached)", file=sys.stderr, flush=True)
+        if done >= total:
+            finished.add(phase)
+            seconds = time.perf_counter() - started[phase]
+            print(f"[harness] {phase}: done in {seconds:.1f} s", file=sys.stderr, flush=True)
+
+    return update
+
+
 def _progress(console: bool) -> tuple[AbstractContextManager[Any], Any]:
+    import sys
+
     if not console:
         return nullcontext(), None
+    if not sys.stderr.isatty():
+        return nullcontext(), _line_progress()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

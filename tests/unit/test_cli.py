@@ -110,3 +110,14 @@ def test_score_subcommand_bad_responses_file_is_one_line(capsys: pytest.CaptureF
     assert main(["score", "if-basic", "--responses", str(case)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "line 2: missing field 'response'" in err
+
+
+def test_progress_without_a_terminal_is_one_line_per_phase_event(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.api import _line_progress
+
+    update = _line_progress()
+    for done in (0, 5, 10, 10):
+        update("teacher: suites", done, 10)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "[harness] teacher: suites: 10 to do (0 cached)"
+    assert len(err) == 2 and err[1].startswith("[harness] teacher: suites: done in ")
