@@ -77,21 +77,33 @@ def _progress(console: bool) -> tuple[AbstractContextManager[Any], Any]:
     return bars, update
 
 
-def compare(config: CompareConfig, *, report: bool = True, console: bool = False) -> Path:
-    """Run a comparison; returns the run folder (with index.html unless report=False)."""
+def compare(
+    config: CompareConfig, *, report: bool = True, console: bool = False, formats: str = "html"
+) -> Path:
+    """Run a comparison; returns the run folder (with the report formats unless report=False)."""
     from harness.compare import run_compare
+    from harness.report.outputs import parse_formats
 
     config.validate()
+    wanted = parse_formats(formats)  # a bad --format fails before any model loads
     suites = load_suites(config)
     bars, update = _progress(console)
     with bars:
         run_dir = run_compare(config, suites, progress=update)
     if report:
-        html = _render(run_dir, None)
+        written = report_formats(run_dir, ",".join(sorted(wanted)))
         if console:
             _print_summary(run_dir)
-            print(f"report: {html}")
+            for fmt, path in written.items():
+                print(f"{'report' if fmt == 'html' else fmt}: {path}")
     return run_dir
+
+
+def report_formats(run_dir: Path, formats: str = "html", out: Path | None = None) -> dict[str, Path]:
+    """Write the report formats (html, latex, md, figures, or all) of a finished run; {format: path}."""
+    from harness.report.outputs import parse_formats, write_outputs
+
+    return write_outputs(Path(run_dir), parse_formats(formats), html_out=out)
 
 
 def _render(run_dir: Path, out: Path | None) -> Path:

@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests per engine call, each committed to the cache as it returns",
     )
     cmp_.add_argument("--no-report", action="store_true", help="write the run record only")
+    cmp_.add_argument(
+        "--format", default="html", help="report formats: html, latex, md, figures (comma-separated) or all"
+    )
 
     sc = sub.add_parser(
         "score",
@@ -164,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="render the HTML report of a run folder")
     rep.add_argument("run_dir", type=Path)
     rep.add_argument("--out", type=Path, help="HTML file (default RUN_DIR/index.html)")
+    rep.add_argument(
+        "--format",
+        default="html",
+        help="comma-separated: html, latex (tables.tex), md (summary.md), figures (SVG+PDF), or all",
+    )
 
     suites_ = sub.add_parser("suites", help="list the built-in suites")
     suites_.add_argument("--data-dir", type=Path, help="folder with local copies of public datasets")
@@ -220,15 +228,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from harness.api import compare
 
     config = _compare_config(args)
-    compare(config, report=not args.no_report, console=True)
+    compare(config, report=not args.no_report, console=True, formats=args.format)
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from harness.api import report
+    from harness.api import report_formats
 
-    path = report(args.run_dir, args.out)
-    print(f"report: {path}")
+    for fmt, path in report_formats(args.run_dir, args.format, args.out).items():
+        print(f"{'report' if fmt == 'html' else fmt}: {path}")
     return 0
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from markupsafe import Markup
+
+from harness.errors import HarnessError
 from harness.report.view import (
     METRIC_LABELS,
     SCORE_KEYS,
@@ -466,20 +469,51 @@ def cost_view(cost: dict[str, Any], models: list[dict[str, str]]) -> list[dict[s
     return rows
 
 
-def _suite_views(suites: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """One section per suite; subtasks of a group (bbh:navigate) become rows of their group's section."""
+def _suite_views(
+    suites: dict[str, Any], models: list[dict[str, str]], figures: bool = True
+) -> list[dict[str, Any]]:
+    """One section per suite; subtasks of a group (bbh:navigate) become rows of their group's section.
+
+    With `figures`, each section also gets its ICL sweep / CoT vs direct figure as sanitized inline SVG
+    (harness.report.figures.html_figures; matplotlib is imported only then)."""
     views = []
+    taken: set[str] = set()  # figure stems on the page: their SVG ids must not collide
     for name, summary in ordered_suites(suites):
         if summary.get("group"):
             continue
         view = suite_view(name, summary, models)
         members = [(m, as_dict(suites.get(m))) for m in view["members"] if m in suites]
         view["subtask_rows"] = _subtask_rows(members, models)
+        view["figures"] = _figures(name, summary, members, models, taken) if figures else []
         views.append(view)
     return views
 
 
-def build_view(record: RunRecord, *, max_items_per_variant: int = 200) -> dict[str, Any]:
+def _figures(
+    name: str,
+    summary: dict[str, Any],
+    members: list[tuple[str, dict[str, Any]]],
+    models: list[dict[str, str]],
+    taken: set[str],
+) -> list[dict[str, Any]]:
+    """The suite's figures; `svg` is sanitized SVG markup (Markup: the one thing the template does not
+    escape, built only by figures.inline_svg from matplotlib's output)."""
+    try:
+        from harness.report.figures import html_figures
+    except ImportError as exc:  # matplotlib: a dependency, but say what to do if it is missing
+        raise HarnessError(
+            f"the HTML report draws its figures with matplotlib ({exc}): pip install 'matplotlib>=3.8'"
+        ) from exc
+
+    return [
+        {**f, "svg": Markup(f["svg"])}  # sanitized by inline_svg's whitelist
+        for f in html_figures(name, summary, members, models, taken)
+    ]
+
+
+def build_view(
+    record: RunRecord, *, max_items_per_variant: int = 200, figures: bool = True
+) -> dict[str, Any]:
     models = model_list(record)
     suites = as_dict(record.metrics.get("suites"))
     teacher = next((m["label"] for m in models if m["role"] == "teacher"), "")
@@ -490,7 +524,7 @@ def build_view(record: RunRecord, *, max_items_per_variant: int = 200) -> dict[s
         "students": [m for m in models if m["role"] != "teacher"],
         "headline": headline_view(suites, models),
         "cost": cost_view(as_dict(record.metrics.get("cost")), models),
-        "suites": _suite_views(suites, models),
+        "suites": _suite_views(suites, models, figures),
         "kd": build_kd(as_dict(record.metrics.get("kd")), models),
         "explorer": explorer_view(record, models, max_items_per_variant),
         "cap": max_items_per_variant,

@@ -1,8 +1,9 @@
 """The self-contained HTML report: one file, inline CSS and SVG, no scripts, no network.
 
-Model outputs are untrusted text. The Jinja environment autoescapes everything and nothing in
-the display model is ever marked safe; a Content-Security-Policy in the page forbids scripts and
-every network fetch as a second line of defence.
+Model outputs are untrusted text. The Jinja environment autoescapes everything; the only markup
+marked safe is the figures' SVG, which harness.report.figures.inline_svg rebuilds from a whitelist
+of elements and attributes (no scripts, styles, links or foreign content). A Content-Security-Policy
+in the page forbids scripts and every network fetch as a second line of defence.
 """
 
 from __future__ import annotations

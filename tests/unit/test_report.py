@@ -115,7 +115,7 @@ def test_hostile_text_is_escaped(tmp_path: Path) -> None:
 
 def test_hostile_label_is_escaped_in_attributes_and_svg(tmp_path: Path) -> None:
     html = render(tmp_path, n_items=3, hostile=True)
-    charts = re.findall(r"<svg.*?</svg>", html, re.S)
+    charts = re.findall(r"<svg class=\"chart\".*?</svg>", html, re.S)  # the KD charts, not the figures
     assert len(charts) == 2  # T = 1 and T = 2
     svg = "".join(charts)
     assert set(re.findall(r"<(\w+)", svg)) <= {"svg", "line", "text", "rect", "title"}
