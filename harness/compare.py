@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends import ModelSpec, load_backend
-from harness.backends.base import Backend, ModelInfo, SamplingParams
+from harness.backends.base import Backend, LoglikelihoodRequest, ModelInfo, SamplingParams
 from harness.config import CompareConfig
 from harness.errors import HarnessError
 from harness.execute import run_requests
@@ -25,11 +25,15 @@ from harness.kd import (
     LOWER_BOUND,
     KDSequence,
     build_sequences,
+    coverage_summary,
     exact_divergences,
+    kd_extras,
     lower_bound_divergences,
     summarize_divergences,
     teacher_topk,
 )
+from harness.metrics.tokenizers import SEQUENCE_ONLY, TOKEN_LEVEL, compare_vocabularies, vocabulary_of
+from harness.sequence import nll_summary
 from harness.store.cache import ResponseCache
 from harness.store.record import write_record
 from harness.suites.base import ItemResult, Request, Suite
@@ -94,16 +98,59 @@ class _Run:
         return answers
 
     def teacher_kd_text(self, label: str, backend: Backend, fingerprint: str) -> None:
-        render = backend.apply_chat_template
-        per_suite = -(-self.config.kd_max_sequences // max(1, len(self.suites)))  # ceil: an even share each
-        prompts = list(
-            dict.fromkeys(p for suite in self.suites for p in suite.kd_prompts(render=render)[:per_suite])
-        )
+        prompts = _kd_prompt_list(self, backend)
         self.kd_prompts = prompts
         requests = [Request(kind="generate", prompt=p, params=self.kd_params()) for p in prompts]
         answers = self._answer(label, "KD text", backend, fingerprint, requests)
         ids = [f"kd-{i}" for i in range(len(prompts))]
         self.kd_sequences = build_sequences(backend, prompts, [answers[r].token_ids for r in requests], ids)
+        # kept for the checks that need only text (a student with another tokenizer), and the verdict
+        self.kd_texts: list[str] = [answers[r].text for r in requests]
+        self.teacher_vocab: tuple[dict[str, int], dict[str, str]] | None = _vocabulary(backend)
+
+
+def _kd_prompt_list(run: _Run, backend: Backend) -> list[str]:
+    """The KD prompts rendered with `backend`'s chat template: an even share from each suite, deduplicated."""
+    render = backend.apply_chat_template
+    per_suite = -(-run.config.kd_max_sequences // max(1, len(run.suites)))  # ceil: an even share each
+    return list(dict.fromkeys(p for suite in run.suites for p in suite.kd_prompts(render=render)[:per_suite]))
+
+
+def _vocabulary(backend: Backend) -> tuple[dict[str, int], dict[str, str]] | None:
+    """(token -> id, special-token roles) of a backend that holds a transformers tokenizer, else None."""
+    tok = getattr(backend, "_tok", None)  # both local-weights backends keep theirs there
+    return vocabulary_of(tok) if tok is not None and hasattr(tok, "get_vocab") else None
+
+
+def _tokenizer_verdict(run: _Run, student: Backend, t_info: ModelInfo, s_info: ModelInfo) -> dict[str, Any]:
+    """Vocabularies compared (token -> id and special tokens); the tokenizer_id hashes where not readable."""
+    t_vocab, s_vocab = getattr(run, "teacher_vocab", None), _vocabulary(student)
+    same_id = t_info.tokenizer_id == s_info.tokenizer_id
+    if t_vocab is None or s_vocab is None:
+        verdict: dict[str, Any] = {"identical": same_id, "verdict": TOKEN_LEVEL if same_id else SEQUENCE_ONLY}
+        verdict["compared"] = "tokenizer_id (vocabulary hash)"
+    else:
+        verdict = compare_vocabularies(t_vocab[0], s_vocab[0], t_vocab[1], s_vocab[1])
+        verdict["compared"] = "vocabularies"
+        verdict["identical"] = verdict["identical"] and same_id
+        verdict["verdict"] = TOKEN_LEVEL if verdict["identical"] else SEQUENCE_ONLY
+    return verdict
+
+
+def _nll_retokenized(run: _Run, student: Backend) -> dict[str, Any]:
+    """The student's NLL on the teacher's KD text, tokenized its own way (prompts in its own template)."""
+    prompts = _kd_prompt_list(run, student)
+    texts = getattr(run, "kd_texts", [])
+    if len(prompts) != len(texts):
+        prompts = run.kd_prompts
+    pairs = [(p, t) for p, t in zip(prompts, texts, strict=False) if t]
+    scores = student.loglikelihood([LoglikelihoodRequest(p, t) for p, t in pairs]) if pairs else []
+    return nll_summary(
+        [-s.logprob for s in scores],
+        [s.n_tokens for s in scores],
+        [len(t.encode("utf-8")) for _, t in pairs],
+        seed=run.config.seed,
+    )
 
 
 def _model_entry(
@@ -159,9 +206,14 @@ def _load(role: str, spec: ModelSpec, config: CompareConfig) -> tuple[Backend, M
     started = time.perf_counter()
     _LOAD_RSS[spec.label] = _rss_bytes()
     engine_args = dict(config.engine_args)
-    if spec.backend == "vllm" and config.kd and config.kd_mode != "lower-bound":
-        # exact KD needs the full vocabulary per position; vLLM returns it only when started so
-        engine_args.setdefault("max_logprobs", -1)
+    if spec.backend == "vllm" and config.kd:
+        if config.kd_mode == "lower-bound" and role == "teacher":
+            # the teacher's top-K: vLLM refuses prompt_logprobs above the engine's max_logprobs
+            engine_args.setdefault("max_logprobs", max(config.kd_top_k, 20))
+        else:
+            # exact KD (both), or a student scored on its full distribution at its turn (lower bound):
+            # vLLM returns the full vocabulary per position only when started with max_logprobs=-1
+            engine_args.setdefault("max_logprobs", -1)
     backend = load_backend(spec, **engine_args)
     before, after = _LOAD_RSS.get(spec.label), _rss_bytes()
     _LOAD_RSS[spec.label] = after - before if before is not None and after is not None else None
@@ -227,11 +279,18 @@ def _kd_for_student(
         "coverage_mean": None,
         "temperatures": {},
     }
-    if t_info.tokenizer_id != s_info.tokenizer_id:
+    base["tokenizer"] = _tokenizer_verdict(run, student, t_info, s_info)
+    if not base["tokenizer"]["identical"]:
         base["skipped"] = (
-            f"{label} has a different tokenizer from the teacher, so token-level divergences "
-            "are undefined; a sequence-level check is planned"
+            f"{label} has a different tokenizer from the teacher (its vocabulary differs), so token-level "
+            "divergences are undefined: only sequence-level checks apply"
         )
+        base["nll"] = {
+            "text": "teacher generations",
+            "tokenization": "each model's own (the teacher's text re-tokenized for the student)",
+            "student": _nll_retokenized(run, student),
+            "teacher": None,
+        }
         return base
     if not run.kd_sequences:
         base["skipped"] = "the teacher generated no text to score"
@@ -239,7 +298,7 @@ def _kd_for_student(
     pair = (t_info.fingerprint, s_info.fingerprint)
     started = time.perf_counter()
     if mode == EXACT:
-        per_t = exact_divergences(
+        scores = exact_divergences(
             teacher,
             student,
             pair,
@@ -248,19 +307,25 @@ def _kd_for_student(
             run.cache,
             progress=run._report(f"{label}: KD scoring"),
         )
+        per_t = scores.per_t
         base["temperatures"] = {
             f"{t:g}": summarize_divergences(divs, config.seed) for t, divs in per_t.items()
         }
         base["n_tokens"] = int(sum(len(d.forward_kl) for d in next(iter(per_t.values()))))
+        base.update(_kd_extras(run, per_t, scores.tokens, run.kd_sequences, student, "teacher generations"))
         base["on_policy"] = _on_policy(run, teacher, student, pair, label)
     else:
-        divs, coverage = lower_bound_divergences(student, pair, run.kd_sequences, run.teacher_top, run.cache)
+        divs, coverage, tokens = lower_bound_divergences(
+            student, pair, run.kd_sequences, run.teacher_top, run.cache
+        )
         base["temperatures"] = {"1": summarize_divergences(divs, config.seed)}
         base["top_k"] = config.kd_top_k
         base["coverage_mean"] = float(
             sum(float(c.sum()) for c in coverage) / max(1, sum(len(c) for c in coverage))
         )
+        base["coverage"] = coverage_summary(coverage)
         base["n_tokens"] = int(sum(len(d.forward_kl) for d in divs))
+        base.update(_kd_extras(run, {1.0: divs}, tokens, run.kd_sequences, student, "teacher generations"))
         if any(t != 1.0 for t in config.kd_temperatures):
             run.notes.append(
                 "KD at T != 1 needs full-vocabulary logprobs; only T = 1 (lower bound) was computed"
@@ -286,7 +351,7 @@ def _on_policy(
     if not sequences:
         entry["skipped"] = "the student generated no text to score"
         return entry
-    per_t = exact_divergences(
+    scores = exact_divergences(
         teacher,
         student,
         pair,
@@ -295,10 +360,25 @@ def _on_policy(
         run.cache,
         progress=run._report(f"{label}: KD on-policy"),
     )
+    per_t = scores.per_t
     entry["temperatures"] = {f"{t:g}": summarize_divergences(d, run.config.seed) for t, d in per_t.items()}
     entry["n_sequences"] = len(sequences)
     entry["n_tokens"] = int(sum(len(d.forward_kl) for d in next(iter(per_t.values()))))
+    entry.update(_kd_extras(run, per_t, scores.tokens, sequences, student, "student generations"))
     return entry
+
+
+def _kd_extras(
+    run: _Run,
+    per_t: dict[float, Any],
+    tokens: list[Any],
+    sequences: list[KDSequence],
+    student: Backend,
+    text: str,
+) -> dict[str, Any]:
+    """{"nll": both models' NLL on the scored text, "worst": worst sequences/tokens with context}."""
+    extras = kd_extras(sequences, per_t, tokens, student.detokenize, run.config.seed)
+    return {"nll": {"text": text, "tokenization": "shared", **extras["nll"]}, "worst": extras["worst"]}
 
 
 def _finish(run: _Run, mode: str, started: float) -> Path:
@@ -307,10 +387,20 @@ def _finish(run: _Run, mode: str, started: float) -> Path:
 
     config = run.config
     roles = {label: entry["role"] for label, entry in run.models.items()}
+    from harness.sequence import sequence_checks
+
     suites = summarize_suites(run.suites, run.items, roles, config.seed, config.bootstrap)
     metrics = {
         "suites": suites,
         "kd": run.kd,
+        # sequence level: what needs only text (also for black-box teachers)
+        "sequence": sequence_checks(
+            run.items,
+            roles,
+            seed=config.seed,
+            n_boot=config.bootstrap,
+            groups={s.info().name: g for s in run.suites if (g := s.info().group)},
+        ),
         "cost": cost_summary(run.models, suites),
         "notes": run.notes,
     }

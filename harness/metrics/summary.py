@@ -16,6 +16,9 @@ from harness.errors import HarnessError
 from harness.stats import bootstrap_group_means, quantiles
 
 _PERCENTILES = (("median", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99_9", 99.9))
+# Fixed bins for KL-like values (KL, JS, TVD): [0, 1e-6), then 4 per decade up to 100. Fixed, so that
+# histograms of different students, temperatures and runs line up bin for bin.
+KL_BIN_EDGES: tuple[float, ...] = (0.0, *(float(10.0**e) for e in np.linspace(-6.0, 2.0, 33)))
 
 
 def _number(x: float) -> float | None:
@@ -85,4 +88,35 @@ def histogram(values: Any, bins: int | np.ndarray | list[float] = 30) -> dict[st
         "edges": [float(e) for e in edges],
         "counts": [int(c) for c in counts],
         "n_nonfinite": int((~finite).sum()),
+    }
+
+
+def log_histogram(values: Any, edges: tuple[float, ...] | list[float] = KL_BIN_EDGES) -> dict[str, Any]:
+    """Counts of every non-NaN value in fixed bins [edges[i], edges[i+1]); the last bin is closed.
+
+    Nothing is dropped: values below edges[0] fall in the first bin and values above edges[-1] (an
+    infinite KL included) in the last, so the counts sum to the number of non-NaN values (for a
+    divergence, the number of positions). How many were clamped is returned as "n_above"/"n_below",
+    NaN values as "n_nan". Returns {"edges", "counts", "n_above", "n_below", "n_nan"}.
+    """
+    bounds = np.asarray(edges, dtype=np.float64)
+    if (
+        bounds.ndim != 1
+        or bounds.size < 2
+        or not np.all(np.diff(bounds) > 0)
+        or not np.isfinite(bounds).all()
+    ):
+        raise HarnessError("histogram edges must be at least two finite, strictly increasing numbers")
+    x = _flatten(values)
+    nan = np.isnan(x)
+    x = x[~nan]
+    n_bins = bounds.size - 1
+    index = np.clip(np.searchsorted(bounds, x, side="right") - 1, 0, n_bins - 1)
+    counts = np.bincount(index, minlength=n_bins)
+    return {
+        "edges": [float(e) for e in bounds],
+        "counts": [int(c) for c in counts],
+        "n_above": int(np.count_nonzero(x > bounds[-1])),
+        "n_below": int(np.count_nonzero(x < bounds[0])),
+        "n_nan": int(nan.sum()),
     }

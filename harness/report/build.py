@@ -525,7 +525,7 @@ def build_view(
         "headline": headline_view(suites, models),
         "cost": cost_view(as_dict(record.metrics.get("cost")), models),
         "suites": _suite_views(suites, models, figures),
-        "kd": build_kd(as_dict(record.metrics.get("kd")), models),
+        "kd": build_kd(as_dict(record.metrics.get("kd")), models, as_dict(record.metrics.get("sequence"))),
         "explorer": explorer_view(record, models, max_items_per_variant),
         "cap": max_items_per_variant,
         "provenance": provenance_view(record, models),

@@ -252,6 +252,8 @@ class LmEvalSuite:
             details["option_logprobs"] = [float(v[0]) for _, _, v in rows]
         if self.subtask:
             details["subtask"] = self.subtask
+        if generated:
+            details["generated_tokens"] = sum(len(g.token_ids) for g in generated)
         return ItemResult(
             suite=self.name,
             variant=variant.name,

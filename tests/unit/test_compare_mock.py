@@ -151,6 +151,7 @@ def test_rerun_is_served_from_cache(tmp_path: Path, scripted: dict[str, int]) ->
     timings = second.manifest["models"]["student"]["timings"]["suites"]
     assert timings["computed"] == 0 and timings["from_cache"] == timings["total"]
     assert first.items == second.items
+
     def scores(metrics: dict[str, object]) -> dict[str, object]:
         return {k: v for k, v in metrics.items() if k != "cost"}  # cost holds this run's own timings
 
