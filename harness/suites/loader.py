@@ -188,6 +188,15 @@ def _fewshot_field(task: Any, name: str) -> Any:
     return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
 
 
+def _fewshot_from_test(task: Any) -> bool:
+    """lm-eval falls back to the test split for examples when a task names no other source."""
+    split = _fewshot_field(task, "split")
+    samples = _fewshot_field(task, "samples")
+    if split is not None:
+        return bool(split == task.config.test_split)
+    return samples is None and not (task.has_training_docs() or task.has_validation_docs())
+
+
 def _pool_size(task: Any) -> int | None:
     """How many few-shot examples the task can draw from (None: unknown). Examples drawn from the
     test split exclude the item itself, so that pool is one smaller."""
@@ -233,8 +242,10 @@ def _load_lm_eval_task(selection: str, options: _Options) -> LmEvalSuite:
         raise HarnessError(f"lm-eval task {name} lists no metric, so the harness has nothing to compare")
     filters = [f["name"] for f in (task.config.filter_list or [])]
     shots = options.shots if options.shots is not None else list(DEFAULT_SHOTS)
-    if _pool_size(task) == 0:
-        shots = [0]  # no few-shot examples to draw (e.g. ifeval): the sweep is zero-shot only
+    if _pool_size(task) == 0 or _fewshot_from_test(task):
+        # no few-shot examples of its own (e.g. ifeval: lm-eval would draw them from the test items
+        # themselves, and its doc_to_target cannot even render them): the sweep is zero-shot only
+        shots = [0]
     max_gen = (task.config.generation_kwargs or {}).get("max_gen_toks")
     spec = SuiteSpec.model_validate(
         {

@@ -224,3 +224,10 @@ def test_all_27_bbh_subtasks_load_build_and_score() -> None:
         for result in suite.score("m", responses):
             assert result.metrics["exact_match,flexible-extract"] == 1.0, (suite.name, result.variant)
             assert result.metrics["exact_match,strict-match"] == 1.0, (suite.name, result.variant)
+
+
+@needs_data
+def test_lm_eval_task_without_its_own_examples_sweeps_zero_shot_only() -> None:
+    """ifeval has only its test split: lm-eval would draw examples from the test items themselves."""
+    suite = load_suites("lm-eval:ifeval", limit=2, data_dir=DATA, shots=[0, 8])[0]
+    assert suite.info().variants == ("k=0",) and len(suite.items()) == 2
