@@ -35,7 +35,7 @@ class CompareConfig:
     kd_max_sequences: int = 48  # teacher generations scored, an even share from each suite
     kd_top_k: int = 20
     kd_mode: str = "auto"  # auto | exact | lower-bound
-    chunk_size: int = 64
+    chunk_size: int = 256  # requests per engine call: big enough to batch well, small enough to resume
     engine_args: dict[str, Any] = field(default_factory=dict)
 
     def roles(self) -> list[tuple[str, ModelSpec]]:

@@ -32,7 +32,7 @@ def run_requests(
     requests: Iterable[Request],
     cache: ResponseCache,
     *,
-    chunk_size: int = 64,
+    chunk_size: int = 256,
     progress: ProgressFn | None = None,
 ) -> tuple[dict[Request, Response], ExecutionStats]:
     """Answer every request, from the cache where possible; returns the answers and what it cost."""
