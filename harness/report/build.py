@@ -160,6 +160,10 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
         "warning": _near_chance_warning(per_variant, teacher, chance),
         "paired_rows": paired_rows(summary, models),
         "draw_rows": _draw_rows(as_dict(summary.get("draws")), models),
+        "pairwise_rows": _pairwise_rows(as_dict(summary.get("pairwise"))),
+        "ranking": _ranking(as_dict(summary.get("ranking"))),
+        "warnings": [str(w) for w in summary.get("warnings") or []],
+        "suite_notes": [str(n) for n in summary.get("notes") or []],
         "instruction_rows": _instruction_rows(as_dict(summary.get("instruction_types")), models),
         "subtask_rows": [],
         "members": [str(x) for x in summary.get("members") or []],
@@ -168,6 +172,54 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
 
 def _estimate_text(e: dict[str, Any]) -> str:
     return f"{fmt_pct(e.get('value'))} {fmt_ci(e.get('ci_low'), e.get('ci_high'))}".strip() if e else "n/a"
+
+
+def _pairwise_rows(pairwise: dict[str, Any]) -> list[dict[str, Any]]:
+    """Student vs student (and vs the base) on the same items: difference with CI, McNemar with Holm."""
+    rows = []
+    for pair, per_variant in pairwise.items():
+        for variant in sorted(as_dict(per_variant), key=natural_key):
+            entry = as_dict(as_dict(per_variant)[variant])
+            diff = as_dict(entry.get("diff"))
+            test = as_dict(entry.get("mcnemar"))
+            p_holm = num(test.get("p_holm"))
+            rows.append(
+                {
+                    "pair": pair,
+                    "variant": variant,
+                    "diff": gain_cell(diff),
+                    "cells": [fmt_count(test.get(k)) for k in ("both_right", "a_only", "b_only", "neither")]
+                    if test
+                    else [],
+                    "p": (
+                        fmt_num(test.get("p_value"))
+                        + (f" (Holm {fmt_num(p_holm)})" if p_holm is not None else "")
+                    )
+                    if test
+                    else "not right/wrong scores",
+                    "significant": p_holm is not None and p_holm < 0.05,
+                }
+            )
+    return rows
+
+
+def _ranking(ranking: dict[str, Any]) -> dict[str, Any]:
+    models = [as_dict(m) for m in ranking.get("models") or []]
+    if not models:
+        return {}
+    return {
+        "variant": str(ranking.get("variant", "")),
+        "metric": str(ranking.get("metric", "")),
+        "entries": [
+            {
+                "rank": str(m.get("rank", "?")),
+                "model": str(m.get("model", "?")),
+                "score": fmt_pct(m.get("score")),
+                "ci": fmt_ci(m.get("ci_low"), m.get("ci_high")),
+            }
+            for m in models
+        ],
+    }
 
 
 def _draw_rows(draws: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, Any]]:

@@ -295,3 +295,42 @@ def test_kd_on_policy_shown_next_to_off_policy(tmp_path: Path) -> None:
     assert "own text" not in absent
     view = build_view(read_record(tmp_path / "b" / "run"))
     assert all(s["on_policy"] is None for s in view["kd"]["students"])
+
+
+def test_pairwise_ranking_and_warnings_are_shown_and_escaped(tmp_path: Path) -> None:
+    """Student-vs-student tests with Holm's p, the ranking and the suite's warnings reach the page."""
+    run_dir = write_fake_record(tmp_path / "run", n_items=4)
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    name = next(iter(metrics["suites"]))
+    suite = metrics["suites"][name]
+    variant = next(iter(suite["variants"]))
+    hostile = "<script>alert(1)</script>"
+    suite["pairwise"] = {
+        f"s1{hostile} vs s2": {
+            variant: {
+                "a": "s1",
+                "b": "s2",
+                "diff": {"value": 0.25, "ci_low": -0.1, "ci_high": 0.5, "note": None},
+                "mcnemar": {
+                    "both_right": 3,
+                    "a_only": 2,
+                    "b_only": 0,
+                    "neither": 1,
+                    "p_value": 0.5,
+                    "p_holm": 1.0,
+                },
+            }
+        }
+    }
+    suite["ranking"] = {
+        "variant": variant,
+        "metric": "exact_match",
+        "models": [{"model": "s1", "score": 0.75, "ci_low": 0.5, "ci_high": 1.0, "rank": 1}],
+    }
+    suite["warnings"] = [f"only 4 items {hostile}: intervals are rough"]
+    metrics_path.write_text(json.dumps(metrics), encoding="utf-8")
+    html = render_html(read_record(run_dir), tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "Between students" in html and "0.500 (Holm 1.000)" in html and "+25.0" in html
+    assert "1. s1 75.0%" in html
+    assert "only 4 items &lt;script&gt;" in html and hostile not in html
