@@ -19,6 +19,7 @@ from harness.report.view import (
     gain_cell,
     gain_retention,
     headline_variant,
+    item_anchor,
     model_list,
     natural_key,
     num,
@@ -158,7 +159,7 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
         "gain_rows": _gain_rows(summary, [v for v in variants if v != baseline], models),
         "gain_has_ci": "gain_retention" in summary,
         "warning": _near_chance_warning(per_variant, teacher, chance),
-        "paired_rows": paired_rows(summary, models),
+        "paired_rows": paired_rows(summary, models, name),
         "draw_rows": _draw_rows(as_dict(summary.get("draws")), models),
         "pairwise_rows": _pairwise_rows(as_dict(summary.get("pairwise"))),
         "ranking": _ranking(as_dict(summary.get("ranking"))),
@@ -338,6 +339,7 @@ def explorer_view(record: RunRecord, models: list[dict[str, str]], cap: int) -> 
             str(row.get("item_id", "")),
             {
                 "id": str(row.get("item_id", "")),
+                "anchor": item_anchor(key[0], key[1], str(row.get("item_id", ""))),
                 "target": str(row.get("target", "")),
                 "prompt": str(row.get("prompt", "")),
                 "answers": {},
@@ -394,6 +396,7 @@ def _explorer_item(item: dict[str, Any], order: list[str]) -> dict[str, Any]:
     scores = {a["score"] for a in answers}
     return {
         "id": item["id"],
+        "anchor": item["anchor"],
         "target": item["target"],
         "prompt": item["prompt"],
         "answers": answers,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.report.view import as_dict, fmt_count, natural_key, num, retention_cell
+from harness.report.view import as_dict, fmt_count, item_anchor, natural_key, num, retention_cell
 
 CELLS = ("both_right", "teacher_only", "student_only", "neither")
 MAX_IDS_IN_TITLE = 30
+MAX_LINKS_PER_CELL = 60
+CELL_LABELS = {"both_right": "both right", "teacher_only": "teacher only", "student_only": "student only"}
 
 
 def fmt_p(value: Any) -> str:
@@ -26,7 +28,36 @@ def _ids_title(ids: Any) -> str:
     return shown + (f" … and {more} more" if more > 0 else "")
 
 
-def _mcnemar_view(entry: Any) -> dict[str, Any]:
+def _anchor(suite: str, variant: str, item_id: str) -> str:
+    """A group's items are "SUBTASK/ID" (aggregate._group_results); the explorer lists them under the
+    subtask suite "GROUP:SUBTASK"."""
+    sub, sep, rest = item_id.partition("/")
+    if sep and ":" not in suite:
+        return item_anchor(f"{suite}:{sub}", variant, rest)
+    return item_anchor(suite, variant, item_id)
+
+
+def _cell_links(ids: dict[str, Any], suite: str, variant: str) -> list[dict[str, Any]]:
+    """Links from the discordant and both-right cells to the items in the explorer (capped per cell)."""
+    out = []
+    for key, label in CELL_LABELS.items():
+        cell = [str(i) for i in ids.get(key) or []]
+        if not cell:
+            continue
+        out.append(
+            {
+                "label": label,
+                "n": len(cell),
+                "items": [
+                    {"id": i, "href": "#" + _anchor(suite, variant, i)} for i in cell[:MAX_LINKS_PER_CELL]
+                ],
+                "more": max(0, len(cell) - MAX_LINKS_PER_CELL),
+            }
+        )
+    return out
+
+
+def _mcnemar_view(entry: Any, suite: str = "", variant: str = "") -> dict[str, Any]:
     test = as_dict(entry)
     if not test:
         return {
@@ -35,11 +66,13 @@ def _mcnemar_view(entry: Any) -> dict[str, Any]:
             "p": "",
             "significant": False,
             "note": "not right/wrong scores: no McNemar test",
+            "links": [],
         }
     ids = as_dict(test.get("cells"))
     return {
         "present": True,
         "cells": [{"text": fmt_count(test.get(k)), "title": _ids_title(ids.get(k))} for k in CELLS],
+        "links": _cell_links(ids, suite, variant) if suite else [],
         "p": fmt_p(test.get("p_value"))
         + (f" (Holm {fmt_p(test.get('p_holm'))})" if num(test.get("p_holm")) is not None else ""),
         # judged after Holm's correction across every test in the run, where the record has it
@@ -57,7 +90,9 @@ def _gap_view(entry: Any, role: str, has_base: bool) -> dict[str, Any]:
     return retention_cell(entry)
 
 
-def paired_rows(summary: dict[str, Any], models: list[dict[str, str]]) -> list[dict[str, Any]]:
+def paired_rows(
+    summary: dict[str, Any], models: list[dict[str, str]], suite: str = ""
+) -> list[dict[str, Any]]:
     """One row per (variant, non-teacher model) with paired results in the record; [] when there are none."""
     paired = as_dict(summary.get("paired"))
     has_base = any(m["role"] == "base" for m in models)
@@ -74,7 +109,7 @@ def paired_rows(summary: dict[str, Any], models: list[dict[str, str]]) -> list[d
                     "variant": variant,
                     "model": model["label"],
                     "role": model["role"],
-                    "mcnemar": _mcnemar_view(entry.get("mcnemar")),
+                    "mcnemar": _mcnemar_view(entry.get("mcnemar"), suite, variant),
                     "chance_retention": retention_cell(entry.get("chance_retention")),
                     "gap_closed": _gap_view(entry.get("gap_closed"), model["role"], has_base),
                 }

@@ -195,3 +195,9 @@ def gain_retention(teacher_gain: Any, student_gain: Any) -> dict[str, Any]:
     if t <= 0:
         return {"text": "undefined", "ci": "", "cls": "undef", "note": "teacher gain is not positive"}
     return {"text": fmt_ratio(s / t), "ci": "", "cls": retention_class(s / t), "note": ""}
+
+
+def item_anchor(suite: str, variant: str, item_id: str) -> str:
+    """The id of an item in the explorer, so tables can link to it (letters, digits and dashes only)."""
+    raw = f"item-{suite}-{variant}-{item_id}"
+    return "".join(c if c.isalnum() else "-" for c in raw)

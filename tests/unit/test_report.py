@@ -142,7 +142,7 @@ def test_kd_labels_lower_bound_and_skipped(tmp_path: Path) -> None:
 def test_explorer_cap_and_side_by_side(tmp_path: Path) -> None:
     html = render(tmp_path, n_items=5, max_items_per_variant=2)
     assert html.count("Showing the first 2 of 5 items.") == 7  # 4 ICL + 2 CoT + 1 IF variants
-    assert len(re.findall(r'<div class="item(?: differ)?">', html)) == 14
+    assert len(re.findall(r'<div class="item(?: differ)?" id="item-[^"]*">', html)) == 14
     assert html.count('<div class="answer">') == 14 * 4
 
 
@@ -334,3 +334,10 @@ def test_pairwise_ranking_and_warnings_are_shown_and_escaped(tmp_path: Path) -> 
     assert "Between students" in html and "0.500 (Holm 1.000)" in html and "+25.0" in html
     assert "1. s1 75.0%" in html
     assert "only 4 items &lt;script&gt;" in html and hostile not in html
+
+
+def test_two_by_two_cells_link_to_their_items_in_the_explorer(fake_html: str) -> None:
+    links = set(re.findall(r'href="#(item-[^"]+)"', fake_html))
+    assert links, "the paired table links its cells' items"
+    ids = set(re.findall(r'id="(item-[^"]+)"', fake_html))
+    assert links <= ids
