@@ -252,7 +252,7 @@ class LmEvalSuite:
             details["option_logprobs"] = [float(v[0]) for _, _, v in rows]
         if self.subtask:
             details["subtask"] = self.subtask
-        if generated:
+        if any(g.token_ids for g in generated):  # re-scored saved text has no token ids: no count
             details["generated_tokens"] = sum(len(g.token_ids) for g in generated)
         return ItemResult(
             suite=self.name,
