@@ -48,7 +48,7 @@ def _line_progress() -> Any:
             return
         if phase not in started:
             started[phase] = time.perf_counter()
-            print(f"[harness] {phase}: {total} to do ({done} cached)", file=sys.stderr, flush=True)
+            print(f"[harness] {phase}: {total} to do", file=sys.stderr, flush=True)
         if done >= total:
             finished.add(phase)
             seconds = time.perf_counter() - started[phase]

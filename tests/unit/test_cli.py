@@ -119,5 +119,5 @@ def test_progress_without_a_terminal_is_one_line_per_phase_event(capsys: pytest.
     for done in (0, 5, 10, 10):
         update("teacher: suites", done, 10)
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == "[harness] teacher: suites: 10 to do (0 cached)"
+    assert err[0] == "[harness] teacher: suites: 10 to do"
     assert len(err) == 2 and err[1].startswith("[harness] teacher: suites: done in ")
