@@ -79,7 +79,9 @@ def _near_chance_warning(per_variant: dict[str, Any], teacher: str | None, chanc
     return f"The teacher scores near chance ({fmt_pct(chance)}) on every variant: retention is noise."
 
 
-def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]]) -> dict[str, Any]:
+def suite_view(
+    name: str, summary: dict[str, Any], models: list[dict[str, str]], anchors: set[str] | None = None
+) -> dict[str, Any]:
     students = [m["label"] for m in models if m["role"] != "teacher"]
     teacher = next((m["label"] for m in models if m["role"] == "teacher"), None)
     per_variant = as_dict(summary.get("variants"))
@@ -159,7 +161,7 @@ def suite_view(name: str, summary: dict[str, Any], models: list[dict[str, str]])
         "gain_rows": _gain_rows(summary, [v for v in variants if v != baseline], models),
         "gain_has_ci": "gain_retention" in summary,
         "warning": _near_chance_warning(per_variant, teacher, chance),
-        "paired_rows": paired_rows(summary, models, name),
+        "paired_rows": paired_rows(summary, models, name, anchors),
         "draw_rows": _draw_rows(as_dict(summary.get("draws")), models),
         "pairwise_rows": _pairwise_rows(as_dict(summary.get("pairwise"))),
         "ranking": _ranking(as_dict(summary.get("ranking"))),
@@ -525,7 +527,10 @@ def cost_view(cost: dict[str, Any], models: list[dict[str, str]]) -> list[dict[s
 
 
 def _suite_views(
-    suites: dict[str, Any], models: list[dict[str, str]], figures: bool = True
+    suites: dict[str, Any],
+    models: list[dict[str, str]],
+    figures: bool = True,
+    anchors: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One section per suite; subtasks of a group (bbh:navigate) become rows of their group's section.
 
@@ -536,7 +541,7 @@ def _suite_views(
     for name, summary in ordered_suites(suites):
         if summary.get("group"):
             continue
-        view = suite_view(name, summary, models)
+        view = suite_view(name, summary, models, anchors)
         members = [(m, as_dict(suites.get(m))) for m in view["members"] if m in suites]
         view["subtask_rows"] = _subtask_rows(members, models)
         view["figures"] = _figures(name, summary, members, models, taken) if figures else []
@@ -572,6 +577,8 @@ def build_view(
     models = model_list(record)
     suites = as_dict(record.metrics.get("suites"))
     teacher = next((m["label"] for m in models if m["role"] == "teacher"), "")
+    explorer = explorer_view(record, models, max_items_per_variant)
+    anchors = {item["anchor"] for group in explorer for item in group["items"]}  # link only to these
     return {
         "title": f"distill-harness report: {teacher or 'run'} vs "
         + (", ".join(m["label"] for m in models if m["role"] != "teacher") or "no students"),
@@ -579,9 +586,9 @@ def build_view(
         "students": [m for m in models if m["role"] != "teacher"],
         "headline": headline_view(suites, models),
         "cost": cost_view(as_dict(record.metrics.get("cost")), models),
-        "suites": _suite_views(suites, models, figures),
+        "suites": _suite_views(suites, models, figures, anchors),
         "kd": build_kd(as_dict(record.metrics.get("kd")), models, as_dict(record.metrics.get("sequence"))),
-        "explorer": explorer_view(record, models, max_items_per_variant),
+        "explorer": explorer,
         "cap": max_items_per_variant,
         "provenance": provenance_view(record, models),
         "notes": [str(n) for n in record.metrics.get("notes") or []],

@@ -28,6 +28,10 @@ def _ids_title(ids: Any) -> str:
     return shown + (f" … and {more} more" if more > 0 else "")
 
 
+def _href(anchor: str, anchors: set[str] | None) -> str:
+    return "#" + anchor if anchors is None or anchor in anchors else ""
+
+
 def _anchor(suite: str, variant: str, item_id: str) -> str:
     """A group's items are "SUBTASK/ID" (aggregate._group_results); the explorer lists them under the
     subtask suite "GROUP:SUBTASK"."""
@@ -37,8 +41,11 @@ def _anchor(suite: str, variant: str, item_id: str) -> str:
     return item_anchor(suite, variant, item_id)
 
 
-def _cell_links(ids: dict[str, Any], suite: str, variant: str) -> list[dict[str, Any]]:
-    """Links from the discordant and both-right cells to the items in the explorer (capped per cell)."""
+def _cell_links(
+    ids: dict[str, Any], suite: str, variant: str, anchors: set[str] | None
+) -> list[dict[str, Any]]:
+    """Links from the discordant and both-right cells to the items in the explorer (capped per cell);
+    an item the explorer does not show (beyond its cap) is listed without a link."""
     out = []
     for key, label in CELL_LABELS.items():
         cell = [str(i) for i in ids.get(key) or []]
@@ -49,7 +56,8 @@ def _cell_links(ids: dict[str, Any], suite: str, variant: str) -> list[dict[str,
                 "label": label,
                 "n": len(cell),
                 "items": [
-                    {"id": i, "href": "#" + _anchor(suite, variant, i)} for i in cell[:MAX_LINKS_PER_CELL]
+                    {"id": i, "href": _href(_anchor(suite, variant, i), anchors)}
+                    for i in cell[:MAX_LINKS_PER_CELL]
                 ],
                 "more": max(0, len(cell) - MAX_LINKS_PER_CELL),
             }
@@ -57,7 +65,9 @@ def _cell_links(ids: dict[str, Any], suite: str, variant: str) -> list[dict[str,
     return out
 
 
-def _mcnemar_view(entry: Any, suite: str = "", variant: str = "") -> dict[str, Any]:
+def _mcnemar_view(
+    entry: Any, suite: str = "", variant: str = "", anchors: set[str] | None = None
+) -> dict[str, Any]:
     test = as_dict(entry)
     if not test:
         return {
@@ -72,7 +82,7 @@ def _mcnemar_view(entry: Any, suite: str = "", variant: str = "") -> dict[str, A
     return {
         "present": True,
         "cells": [{"text": fmt_count(test.get(k)), "title": _ids_title(ids.get(k))} for k in CELLS],
-        "links": _cell_links(ids, suite, variant) if suite else [],
+        "links": _cell_links(ids, suite, variant, anchors) if suite else [],
         "p": fmt_p(test.get("p_value"))
         + (f" (Holm {fmt_p(test.get('p_holm'))})" if num(test.get("p_holm")) is not None else ""),
         # judged after Holm's correction across every test in the run, where the record has it
@@ -91,7 +101,7 @@ def _gap_view(entry: Any, role: str, has_base: bool) -> dict[str, Any]:
 
 
 def paired_rows(
-    summary: dict[str, Any], models: list[dict[str, str]], suite: str = ""
+    summary: dict[str, Any], models: list[dict[str, str]], suite: str = "", anchors: set[str] | None = None
 ) -> list[dict[str, Any]]:
     """One row per (variant, non-teacher model) with paired results in the record; [] when there are none."""
     paired = as_dict(summary.get("paired"))
@@ -109,7 +119,7 @@ def paired_rows(
                     "variant": variant,
                     "model": model["label"],
                     "role": model["role"],
-                    "mcnemar": _mcnemar_view(entry.get("mcnemar"), suite, variant),
+                    "mcnemar": _mcnemar_view(entry.get("mcnemar"), suite, variant, anchors),
                     "chance_retention": retention_cell(entry.get("chance_retention")),
                     "gap_closed": _gap_view(entry.get("gap_closed"), model["role"], has_base),
                 }
