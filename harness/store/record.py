@@ -24,6 +24,22 @@ Layout of RUN_DIR:
                "top_k": int|None, "coverage_mean": float|None, "n_sequences", "n_tokens",
                "temperatures": {str(T): {metric: {"mean","ci_low","ci_high","median","p90","p99","max"}}},
                "skipped": str|None}
+Keys added since (all optional, readers must not require them):
+  SuiteSummary += "chat_template", "group" (a subtask's group), "members" (a group's subtasks),
+    "headline_variant", "draws" {variant: {model: {draws, scores, mean, std, min, max}}} (ICL),
+    "instruction_types" {type: {model: {n, strict, loose}}} (IF), "pairwise" {"A vs B": {variant:
+    {a, b, diff: Estimate, mcnemar: {both_right, a_only, b_only, neither, p_value, p_holm, n, cells}}}},
+    "ranking" {variant, metric, models: [{model, score, ci_low, ci_high, n, retention, rank}]},
+    "dropped" {model: {variant: [item_id]}}, "warnings" [str], "notes" [str],
+    "multiple_comparisons" {method: "holm", family_size, scope}; Paired += "diff": Estimate and
+    mcnemar.p_holm; variant rows of IF suites += "inst_level_strict"/"inst_level_loose" (Estimate over
+    prompt clusters, + n, n_prompts) and "lm_eval" {metric: lm-eval's own aggregation}.
+  metrics.json += "cost" {model: {parameters, weights_bytes, load_rss_delta_bytes, load_seconds,
+    suite_requests, suite_seconds, generated_tokens, tokens_per_second, seconds_per_request,
+    throughput_note, (students:) parameter_fraction, speedup, mean_retention,
+    retention_per_parameter_fraction}} and "sequence" (harness.sequence.sequence_checks); KDSummary +=
+    per-metric "p99_9" and "histogram" {edges, counts, n_above, n_below, n_nan}, "worst", "nll",
+    "tokenizer", "coverage" (lower bound), "on_policy" (a KDSummary of the student's own text).
 Reading is tolerant: unknown keys are kept, missing optional keys get defaults, and a record
 whose schema_version is newer than ours is read with a warning rather than refused.
 """
