@@ -202,9 +202,10 @@ def check_context(label: str, backend: Backend, requests: list[Request]) -> None
             )
 
 
-def _load(role: str, spec: ModelSpec, config: CompareConfig) -> tuple[Backend, ModelInfo, float]:
+def _load(role: str, spec: ModelSpec, config: CompareConfig) -> tuple[Backend, ModelInfo, float, int | None]:
+    """The loaded backend, its info, the load's seconds and the resident memory it added."""
     started = time.perf_counter()
-    _LOAD_RSS[spec.label] = _rss_bytes()
+    before = _rss_bytes()
     engine_args = dict(config.engine_args)
     if spec.backend == "vllm" and config.kd:
         if config.kd_mode == "lower-bound" and role == "teacher":
@@ -215,12 +216,9 @@ def _load(role: str, spec: ModelSpec, config: CompareConfig) -> tuple[Backend, M
             # vLLM returns the full vocabulary per position only when started with max_logprobs=-1
             engine_args.setdefault("max_logprobs", -1)
     backend = load_backend(spec, **engine_args)
-    before, after = _LOAD_RSS.get(spec.label), _rss_bytes()
-    _LOAD_RSS[spec.label] = after - before if before is not None and after is not None else None
-    return backend, backend.info(), time.perf_counter() - started
-
-
-_LOAD_RSS: dict[str, int | None] = {}  # label -> resident memory the load added (set by _load)
+    after = _rss_bytes()
+    rss_delta = after - before if before is not None and after is not None else None
+    return backend, backend.info(), time.perf_counter() - started, rss_delta
 
 
 def _kd_mode(config: CompareConfig, teacher: Backend) -> str:
@@ -239,11 +237,9 @@ def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress |
     started = time.time()
     roles = config.roles()
     teacher_role, teacher_spec = roles[0]
-    teacher, t_info, seconds = _load(teacher_role, teacher_spec, config)
+    teacher, t_info, seconds, rss = _load(teacher_role, teacher_spec, config)
     run.teacher_info = t_info
-    run.models[teacher_spec.label] = _model_entry(
-        teacher_role, teacher_spec, t_info, seconds, _LOAD_RSS.get(teacher_spec.label)
-    )
+    run.models[teacher_spec.label] = _model_entry(teacher_role, teacher_spec, t_info, seconds, rss)
     run.answer_suites(teacher_spec.label, teacher, t_info.fingerprint)
     mode = _kd_mode(config, teacher) if config.kd else "off"
     if config.kd:
@@ -255,8 +251,8 @@ def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress |
     if mode != EXACT:
         teacher.close()
     for role, spec in roles[1:]:
-        student, s_info, seconds = _load(role, spec, config)
-        run.models[spec.label] = _model_entry(role, spec, s_info, seconds, _LOAD_RSS.get(spec.label))
+        student, s_info, seconds, rss = _load(role, spec, config)
+        run.models[spec.label] = _model_entry(role, spec, s_info, seconds, rss)
         run.answer_suites(spec.label, student, s_info.fingerprint)
         if config.kd:
             run.kd[spec.label] = _kd_for_student(run, mode, teacher, student, t_info, s_info, spec.label)

@@ -56,10 +56,9 @@ def load_suites(
         data_dir = default_data_dir()
     if data_dir is not None and not Path(data_dir).is_dir():
         raise HarnessError(f"data folder {data_dir} does not exist: check --data-dir (or $HARNESS_DATA_DIR)")
-    options = _Options(limit, Path(data_dir) if data_dir else None, chat_template, seed, shots, draws)
-    if max_gen_tokens is not None and max_gen_tokens < 1:
-        raise HarnessError(f"--max-gen-tokens {max_gen_tokens}: use a positive number of tokens")
-    options.max_gen_tokens = max_gen_tokens
+    options = _Options(
+        limit, Path(data_dir) if data_dir else None, chat_template, seed, shots, draws, max_gen_tokens
+    )
     if selection.startswith(LMEVAL_PREFIX):
         return [_load_lm_eval_task(selection, options)]
     name, _, wanted = selection.partition(":")
@@ -106,6 +105,7 @@ class _Options:
         seed: int,
         shots: Sequence[int] | None,
         draws: int | None,
+        max_gen_tokens: int | None,
     ) -> None:
         self.limit = limit
         self.data_dir = data_dir
@@ -113,7 +113,9 @@ class _Options:
         self.seed = seed
         self.shots = list(shots) if shots is not None else None
         self.draws = draws
-        self.max_gen_tokens: int | None = None
+        self.max_gen_tokens = max_gen_tokens
+        if max_gen_tokens is not None and max_gen_tokens < 1:
+            raise HarnessError(f"--max-gen-tokens {max_gen_tokens}: use a positive number of tokens")
         if self.shots is not None and (not self.shots or any(k < 0 for k in self.shots)):
             raise HarnessError(f"--shots {self.shots}: give distinct counts >= 0, e.g. 0,1,2,4,8")
         if draws is not None and not 1 <= draws <= 20:

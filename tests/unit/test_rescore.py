@@ -16,6 +16,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.rescore import format_summary, score_responses
+from tests.unit.test_suites import MC_TASK
 
 CASES = Path(__file__).parent / "cases" / "rescore"
 DATA = Path(__file__).parents[2].parent / "shared" / "data"
@@ -317,21 +318,6 @@ task: mc.yaml
 shots: [0]
 chat_template: false
 primary_metric: acc,none
-"""
-MC_TASK = """task: tiny_mc
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: data.jsonl
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{q}} ->"
-doc_to_choice: ["yes", "no"]
-doc_to_target: "{{label}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
 """
 
 
