@@ -145,7 +145,7 @@ class VLLMBackend(common.TokenizerText):
         return list(self._llm.generate(inputs, params, use_tqdm=False))
 
     # ---- generation -----------------------------------------------------------------------
-    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+    def _generation_inputs(self, requests: list[GenerationRequest]) -> tuple[list[list[int]], list[Any]]:
         from vllm import SamplingParams as VSP
 
         common.check_max_tokens(requests)
@@ -165,8 +165,46 @@ class VLLMBackend(common.TokenizerText):
                     flat_logprobs=False,
                 )
             )
+        return prompts, params
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        prompts, params = self._generation_inputs(requests)
         outs = self._run(prompts, params)
         return [self._to_generation(o.outputs[0], r.params) for o, r in zip(outs, requests, strict=True)]
+
+    def generate_stream(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
+        """Yield `(index, generation)` as each request finishes, all of them in one engine queue.
+
+        `generate` returns only when its whole batch is done, so a caller that splits the work into
+        chunks leaves the engine running a handful of long sequences at the end of every chunk. One
+        queue keeps the batch full to the end, and the caller can cache each answer as it arrives.
+        Closing the generator early aborts what is still queued.
+        """
+        from vllm.inputs import TokensPrompt
+
+        prompts, params = self._generation_inputs(requests)
+        if not prompts:
+            return
+        engine = self._llm.llm_engine
+        inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+        internal_ids = self._llm.enqueue(inputs, params, use_tqdm=False)
+        # outputs carry the external id, which vLLM's internal id extends with "-<random suffix>"
+        index = {rid.split("-", 1)[0]: i for i, rid in enumerate(internal_ids)}
+        pending = set(index)
+        try:
+            while pending and engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished and out.request_id in pending:
+                        pending.discard(out.request_id)
+                        i = index[out.request_id]
+                        yield i, self._to_generation(out.outputs[0], requests[i].params)
+        finally:
+            if pending:
+                engine.abort_request(list(pending))
+        if pending:
+            raise InfrastructureError(
+                f"vllm engine for {self._path} stopped with {len(pending)} requests unfinished"
+            )
 
     def _to_generation(self, out: Any, p: SamplingParams) -> Generation:
         top = None

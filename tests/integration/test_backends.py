@@ -264,3 +264,16 @@ def test_real_teacher_first_token_top5_agrees() -> None:
         np.testing.assert_allclose(
             [v for _, v in x.top_logprobs[0]], [v for _, v in y.top_logprobs[0]], atol=TOL
         )
+
+
+def test_vllm_stream_matches_generate_and_abort_on_close(vllm_tiny: Any) -> None:
+    requests = [GenerationRequest(p, SamplingParams(max_tokens=4 + 3 * i)) for i, p in enumerate(PROMPTS)]
+    batch = vllm_tiny.generate(requests)
+    streamed = list(vllm_tiny.generate_stream(requests))
+    assert sorted(i for i, _ in streamed) == list(range(len(requests)))  # each request exactly once
+    assert [g for _, g in sorted(streamed, key=lambda pair: pair[0])] == batch
+    stream = vllm_tiny.generate_stream(requests)
+    next(stream)
+    stream.close()  # the caller stops early: the rest is aborted, not left in the engine's queue
+    assert not vllm_tiny._llm.llm_engine.has_unfinished_requests()
+    assert vllm_tiny.generate(requests[:1]) == batch[:1]

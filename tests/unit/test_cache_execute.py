@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from harness.backends.base import SamplingParams
+from harness.backends.base import Generation, GenerationRequest, SamplingParams
 from harness.backends.mock import MockBackend
 from harness.execute import run_requests
 from harness.store.cache import ResponseCache, blob_key, request_key
@@ -77,3 +78,37 @@ def test_loglikelihood_requests(tmp_path: Path) -> None:
     answers, _ = run_requests(MockBackend("m"), "fp", requests, cache)
     assert all(answers[r].logprob < 0 for r in requests)
     assert answers[requests[0]].logprob != answers[requests[1]].logprob
+
+
+class StreamingMock(MockBackend):
+    """Answers one request at a time, last request first (the order a real engine finishes them in
+    is not the order asked), and can die after `die_after` answers."""
+
+    def __init__(self, name: str, die_after: int | None = None) -> None:
+        super().__init__(name)
+        self.die_after = die_after
+        self.streamed = 0
+
+    def generate_stream(self, requests: list[GenerationRequest]) -> Iterator[tuple[int, Generation]]:
+        for index in reversed(range(len(requests))):
+            if self.die_after is not None and self.streamed >= self.die_after:
+                raise RuntimeError("engine died")
+            self.streamed += 1
+            yield index, super().generate([requests[index]])[0]
+
+
+def test_streaming_backend_gets_one_queue_and_commits_in_groups(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    requests = _requests(10)
+    answers, stats = run_requests(StreamingMock("m"), "fp", requests, cache, chunk_size=3)
+    expected, _ = run_requests(MockBackend("m"), "fp", requests, ResponseCache(tmp_path / "d.sqlite"))
+    assert answers == expected  # matched to the right requests despite the reversed order
+    assert stats.computed == 10 and stats.generated_tokens == sum(len(a.token_ids) for a in answers.values())
+    dying = StreamingMock("m", die_after=7)
+    fresh = ResponseCache(tmp_path / "e.sqlite")
+    with pytest.raises(RuntimeError, match="engine died"):
+        run_requests(dying, "fp", requests, fresh, chunk_size=3)
+    assert fresh.count() == 6  # two groups of 3 committed; the 7th answer was in an open group
+    resumed = StreamingMock("m")
+    again, stats2 = run_requests(resumed, "fp", requests, fresh, chunk_size=3)
+    assert stats2.from_cache == 6 and resumed.streamed == 4 and again == expected
