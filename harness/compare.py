@@ -8,6 +8,7 @@ top-k is kept and the teacher is closed before the first student loads.
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from collections.abc import Callable
@@ -15,8 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness.backends import ModelSpec, load_backend
+from harness.backends import ModelSpec, backend_class, load_backend
 from harness.backends.base import Backend, LoglikelihoodRequest, ModelInfo, SamplingParams
+from harness.backends.lazy import LAZY_BACKENDS, LazyBackend
 from harness.config import CompareConfig
 from harness.errors import HarnessError
 from harness.execute import run_requests
@@ -154,15 +156,30 @@ def _nll_retokenized(run: _Run, student: Backend) -> dict[str, Any]:
 
 
 def _model_entry(
-    role: str, spec: ModelSpec, info: ModelInfo, load_seconds: float, rss_delta: int | None = None
+    role: str,
+    spec: ModelSpec,
+    info: ModelInfo,
+    load_seconds: float,
+    rss_delta: int | None = None,
+    backend: Backend | None = None,
 ) -> dict[str, Any]:
-    return {
+    entry: dict[str, Any] = {
         "role": role,
         "spec": str(spec),
         "info": asdict(info),
         "timings": {"load_seconds": load_seconds},
         "memory": {"load_rss_delta_bytes": rss_delta, "weights_bytes": _weights_bytes(info)},
     }
+    if isinstance(backend, LazyBackend):
+        entry["timings"]["engine_started"] = backend.started
+        if not backend.started:  # filled in if a request misses the cache and starts it
+            backend.on_start = functools.partial(_engine_started, entry)
+    return entry
+
+
+def _engine_started(entry: dict[str, Any], seconds: float, rss_delta: int | None) -> None:
+    entry["timings"].update(load_seconds=seconds, engine_started=True)
+    entry["memory"]["load_rss_delta_bytes"] = rss_delta
 
 
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1}
@@ -202,10 +219,7 @@ def check_context(label: str, backend: Backend, requests: list[Request]) -> None
             )
 
 
-def _load(role: str, spec: ModelSpec, config: CompareConfig) -> tuple[Backend, ModelInfo, float, int | None]:
-    """The loaded backend, its info, the load's seconds and the resident memory it added."""
-    started = time.perf_counter()
-    before = _rss_bytes()
+def _engine_args(role: str, spec: ModelSpec, config: CompareConfig) -> dict[str, Any]:
     engine_args = dict(config.engine_args)
     if spec.backend == "vllm" and config.kd:
         if config.kd_mode == "lower-bound" and role == "teacher":
@@ -215,10 +229,42 @@ def _load(role: str, spec: ModelSpec, config: CompareConfig) -> tuple[Backend, M
             # exact KD (both), or a student scored on its full distribution at its turn (lower bound):
             # vLLM returns the full vocabulary per position only when started with max_logprobs=-1
             engine_args.setdefault("max_logprobs", -1)
+    return engine_args
+
+
+def _start(spec: ModelSpec, engine_args: dict[str, Any]) -> tuple[Backend, float, int | None]:
+    """The started backend, the start's seconds and the resident memory it added."""
+    started = time.perf_counter()
+    before = _rss_bytes()
     backend = load_backend(spec, **engine_args)
     after = _rss_bytes()
     rss_delta = after - before if before is not None and after is not None else None
-    return backend, backend.info(), time.perf_counter() - started, rss_delta
+    return backend, time.perf_counter() - started, rss_delta
+
+
+def _load(role: str, spec: ModelSpec, config: CompareConfig) -> tuple[Backend, ModelInfo, float, int | None]:
+    """The backend, its info, the load's seconds and the resident memory it added.
+
+    A local-weights model is a LazyBackend: its engine starts only when a request misses the cache
+    (a re-run starts none), and `_model_entry` records the start's cost when it happens.
+    """
+    engine_args = _engine_args(role, spec, config)
+    if spec.backend not in LAZY_BACKENDS:
+        backend, seconds, rss = _start(spec, engine_args)
+        return backend, backend.info(), seconds, rss
+    started = time.perf_counter()
+    lazy = LazyBackend(
+        spec.backend,
+        spec.path,
+        engine_args,
+        functools.partial(_start, spec, engine_args),
+        backend_class(spec.backend),
+        ResponseCache(config.cache_dir / "responses.sqlite"),
+    )
+    info = lazy.info()
+    if lazy.started:
+        return lazy, info, lazy.load_seconds or 0.0, lazy.rss_delta
+    return lazy, info, time.perf_counter() - started, None
 
 
 def _kd_mode(config: CompareConfig, teacher: Backend) -> str:
@@ -239,7 +285,7 @@ def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress |
     teacher_role, teacher_spec = roles[0]
     teacher, t_info, seconds, rss = _load(teacher_role, teacher_spec, config)
     run.teacher_info = t_info
-    run.models[teacher_spec.label] = _model_entry(teacher_role, teacher_spec, t_info, seconds, rss)
+    run.models[teacher_spec.label] = _model_entry(teacher_role, teacher_spec, t_info, seconds, rss, teacher)
     run.answer_suites(teacher_spec.label, teacher, t_info.fingerprint)
     mode = _kd_mode(config, teacher) if config.kd else "off"
     if config.kd:
@@ -252,7 +298,7 @@ def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress |
         teacher.close()
     for role, spec in roles[1:]:
         student, s_info, seconds, rss = _load(role, spec, config)
-        run.models[spec.label] = _model_entry(role, spec, s_info, seconds, rss)
+        run.models[spec.label] = _model_entry(role, spec, s_info, seconds, rss, student)
         run.answer_suites(spec.label, student, s_info.fingerprint)
         if config.kd:
             run.kd[spec.label] = _kd_for_student(run, mode, teacher, student, t_info, s_info, spec.label)
@@ -435,7 +481,10 @@ def cost_summary(models: dict[str, dict[str, Any]], suites: dict[str, Any]) -> d
             "parameters": info.get("n_parameters"),
             "weights_bytes": entry.get("memory", {}).get("weights_bytes"),
             "load_rss_delta_bytes": entry.get("memory", {}).get("load_rss_delta_bytes"),
-            "load_seconds": entry["timings"].get("load_seconds"),
+            # None when the engine never started: every answer came from the cache
+            "load_seconds": None
+            if not entry["timings"].get("engine_started", True)
+            else entry["timings"].get("load_seconds"),
             "suite_requests": timing.get("total"),
             "suite_seconds": timing.get("seconds"),
             "generated_tokens": timing.get("generated_tokens"),

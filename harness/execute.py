@@ -62,8 +62,8 @@ def run_requests(
     # every loglikelihood first, then every generation, in the order the suites asked
     for kind in ("loglikelihood", "generate"):
         todo = [request for request in missing if request.kind == kind]
-        if kind == "generate" and isinstance(backend, StreamingBackend):
-            groups: Iterable[list[tuple[Request, Response]]] = _streamed(backend, todo, chunk_size)
+        if kind == "generate" and _streams(backend):
+            groups: Iterable[list[tuple[Request, Response]]] = _streamed(backend, todo, chunk_size)  # type: ignore[arg-type]
         else:
             groups = _chunked(backend, kind, todo, chunk_size)
         for pairs in groups:
@@ -81,6 +81,12 @@ def run_requests(
         seconds=time.perf_counter() - started,
     )
     return answers, stats
+
+
+def _streams(backend: Backend) -> bool:
+    """A backend that may or may not stream says so (`can_stream`); others stream when they can."""
+    can = getattr(backend, "can_stream", None)
+    return can if isinstance(can, bool) else isinstance(backend, StreamingBackend)
 
 
 def _chunked(

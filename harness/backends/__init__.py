@@ -42,6 +42,7 @@ __all__ = [
     "ScoreRequest",
     "TokenScores",
     "default_backend",
+    "backend_class",
     "load_backend",
     "parse_model_spec",
 ]
@@ -79,20 +80,28 @@ def parse_model_spec(text: str, default: str | None = None, label: str | None = 
     return ModelSpec(backend=backend, path=path, label=name)
 
 
-def load_backend(spec: ModelSpec, **engine_args: Any) -> Backend:
-    """Import the backend's module and construct it; a missing dependency names the pip extra."""
-    if spec.backend not in BACKENDS:
+def backend_class(name: str) -> type:
+    """Import a backend's module and return its class; a missing dependency names the pip extra."""
+    if name not in BACKENDS:
         known = ", ".join(sorted(BACKENDS))
-        raise HarnessError(f"unknown backend {spec.backend!r} in {spec}: use one of {known}")
-    target, extra = BACKENDS[spec.backend]
+        raise HarnessError(f"unknown backend {name!r}: use one of {known}")
+    target, extra = BACKENDS[name]
     module_name, class_name = target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise HarnessError(
-            f"backend {spec.backend!r} needs a package that is not installed ({exc.name}): "
+            f"backend {name!r} needs a package that is not installed ({exc.name}): "
             f"pip install 'distill-harness[{extra.split()[0]}]'"
         ) from exc
-    cls = getattr(module, class_name)
-    backend: Backend = cls(spec.path, **engine_args)
+    cls: type = getattr(module, class_name)
+    return cls
+
+
+def load_backend(spec: ModelSpec, **engine_args: Any) -> Backend:
+    """Construct the backend a model spec names."""
+    if spec.backend not in BACKENDS:
+        known = ", ".join(sorted(BACKENDS))
+        raise HarnessError(f"unknown backend {spec.backend!r} in {spec}: use one of {known}")
+    backend: Backend = backend_class(spec.backend)(spec.path, **engine_args)
     return backend

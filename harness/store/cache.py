@@ -89,6 +89,18 @@ class ResponseCache:
         with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", rows)
 
+    def get_json(self, key: str) -> Any:
+        """A small JSON value stored with `put_json` (None when absent)."""
+        row = self._db.execute("SELECT value FROM blobs WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(bytes(row[0]).decode("utf-8"))
+
+    def put_json(self, model: str, key: str, value: Any) -> None:
+        data = json.dumps(value, sort_keys=True).encode("utf-8")
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", (key, model, data, time.time())
+            )
+
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 

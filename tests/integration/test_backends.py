@@ -277,3 +277,35 @@ def test_vllm_stream_matches_generate_and_abort_on_close(vllm_tiny: Any) -> None
     stream.close()  # the caller stops early: the rest is aborted, not left in the engine's queue
     assert not vllm_tiny._llm.llm_engine.has_unfinished_requests()
     assert vllm_tiny.generate(requests[:1]) == batch[:1]
+
+
+def test_lazy_backend_answers_identity_and_text_without_starting_its_engine(
+    vllm_tiny: Any, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from harness.backends.lazy import LazyBackend
+    from harness.backends.vllm import VLLMBackend
+    from harness.store.cache import ResponseCache
+
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    starts: list[int] = []
+
+    def start() -> tuple[Any, float, None]:
+        starts.append(1)
+        return vllm_tiny, 0.5, None
+
+    def lazy() -> LazyBackend:
+        return LazyBackend("vllm", str(tiny_model_dir), {"max_logprobs": -1}, start, VLLMBackend, cache)
+
+    first = lazy()
+    assert first.info() == vllm_tiny.info() and starts == [1]  # nothing cached yet: the engine starts
+    second = lazy()
+    assert second.info() == vllm_tiny.info() and second.capabilities() == vllm_tiny.capabilities()
+    assert second.tokenize(PROMPTS) == vllm_tiny.tokenize(PROMPTS)
+    ids = vllm_tiny.tokenize([TEXT])[0]
+    assert second.detokenize(ids) == vllm_tiny.detokenize(ids) == TEXT
+    chat = [{"role": "user", "content": "hi"}]
+    assert second.apply_chat_template(chat) == vllm_tiny.apply_chat_template(chat)
+    assert second.can_stream and not second.started and starts == [1]
+    request = [GenerationRequest(PROMPTS[0], SamplingParams(max_tokens=3))]
+    assert second.generate(request) == vllm_tiny.generate(request) and starts == [1, 1]
+    cache.close()
