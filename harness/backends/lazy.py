@@ -89,6 +89,7 @@ class LazyBackend:
         meta = cache.get_json(self._key)
         self._info = ModelInfo(**meta["info"]) if meta else None
         self._caps = Capabilities(**meta["capabilities"]) if meta else None
+        self._tokenizer_class: str = meta.get("tokenizer_class", "") if meta else ""
 
     @property
     def started(self) -> bool:
@@ -101,7 +102,11 @@ class LazyBackend:
             if self.on_start is not None:
                 self.on_start(self.load_seconds, self.rss_delta)
             info, caps = self._engine.info(), self._engine.capabilities()
-            meta = {"info": dataclasses.asdict(info), "capabilities": dataclasses.asdict(caps)}
+            meta = {
+                "info": dataclasses.asdict(info),
+                "capabilities": dataclasses.asdict(caps),
+                "tokenizer_class": type(getattr(self._engine, "_tok", None)).__name__,
+            }
             self._cache.put_json(info.fingerprint, self._key, meta)
             self._info, self._caps = info, caps
         return self._engine
@@ -120,13 +125,22 @@ class LazyBackend:
         if self._engine is not None:
             return getattr(self._engine, "_tok", None)
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(self._model_dir))
+            tokenizer = self._folder_tokenizer()
             if self._info is None or common.tokenizer_id(tokenizer) != self._info.tokenizer_id:
                 return getattr(self.engine(), "_tok", None)
             self._tokenizer = tokenizer
         return self._tokenizer
+
+    def _folder_tokenizer(self) -> Any:
+        """The folder's tokenizer, of the class the engine used. The generic fast tokenizer loads in
+        about a second; AutoTokenizer imports torch and every model family first (15 s on 2 cores)."""
+        from transformers import PreTrainedTokenizerFast
+
+        if self._tokenizer_class.endswith(PreTrainedTokenizerFast.__name__):
+            return PreTrainedTokenizerFast.from_pretrained(str(self._model_dir))
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self._model_dir))
 
     def _text(self) -> Any:
         return self._engine if self._engine is not None else _TokenizerOnly(self._tok, self._path)
