@@ -13,6 +13,11 @@ Setups (each a fresh process, so imports, engine start and everything else count
 - `lmeval-api`    (optional) lm-eval's `local-completions` against vLLM's OpenAI server, one server per
                   model started with the harness's CPU settings; the server's start-up counts
 
+With `--kd`, the whole job includes the KD check: the harness runs its own (`--kd-max-sequences N
+--kd-max-tokens M`, T = 1 and 2: its teacher's text and each model's own), and each lm-eval setup is
+followed by a KL script (transformers, full vocabulary, T = 1 and 2) on the first N teacher and student
+outputs of lm-eval's runs cut to M tokens, which is what an lm-eval user would have to add.
+
 Repetitions are interleaved (A B C A B C ...); the ratio is lm-eval time / harness time, of medians.
 Prompts, greedy outputs and per-item scores are compared item by item between setups.
 
@@ -114,7 +119,12 @@ def harness_command(backend: str, args: argparse.Namespace, run_dir: Path, cache
     cmd = [sys.executable, "-m", "harness", "compare", str(args.teacher), str(args.student)]
     cmd += ["--suite", "lm-eval:gsm8k_cot", "--suite", "ifeval"]
     cmd += ["--shots", str(SHOTS["gsm8k_cot"]), "--max-gen-tokens", str(args.max_gen_toks)]
-    cmd += ["--data-dir", str(args.data_dir), "--limit", str(args.limit), "--no-kd", "--no-report"]
+    cmd += ["--data-dir", str(args.data_dir), "--limit", str(args.limit), "--no-report"]
+    if args.kd:  # the KD check on as many sequences and tokens as the KL script scores
+        cmd += ["--kd-max-sequences", str(args.kd_sequences), "--kd-max-tokens", str(args.kd_tokens)]
+        cmd += ["--kd-temperature", "1,2"]
+    else:
+        cmd += ["--no-kd"]
     cmd += ["--cache-dir", str(cache), "--out", str(run_dir), "--backend", backend]
     if backend == "hf":
         cmd += ["--engine-arg", f"batch_size={args.batch_size}", "--engine-arg", "dtype=float32"]
@@ -176,6 +186,17 @@ def run_lmeval(kind: str, args: argparse.Namespace, work: Path) -> dict[str, Any
         phases[f"{label}_load"] = result["load_seconds"]
         phases[f"{label}_evaluate"] = result["evaluate_seconds"]
         items.update(result["items"])
+    if args.kd:
+        started = time.perf_counter()
+        outputs = [work / f"{model_label(m)}.json" for m in (args.teacher, args.student)]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "_kl", "--teacher", str(args.teacher)]
+        cmd += ["--student", str(args.student), "--outputs", *map(str, outputs)]
+        cmd += ["--sequences", str(args.kd_sequences), "--tokens", str(args.kd_tokens)]
+        cmd += ["--threads", str(args.threads), "--out", str(work / "kl.json")]
+        run_timed(cmd, child_env(args.threads), work / "log-kl.txt")
+        phases["kl_script"] = time.perf_counter() - started
+        total += phases["kl_script"]
+        phases.update(json.loads((work / "kl.json").read_text(encoding="utf-8")))
     return {"seconds": total, "phases": phases, "items": items}
 
 
@@ -276,6 +297,51 @@ def lmeval_worker(args: argparse.Namespace) -> None:
     Path(args.out).write_text(json.dumps(out), encoding="utf-8")
 
 
+def kl_worker(argv: Sequence[str]) -> None:
+    """What an lm-eval user adds for the KD check: forward KL(teacher || student) per token at T = 1 and 2,
+    full vocabulary, on the teacher's lm-eval outputs (off-policy) and the student's (on-policy): the first
+    --sequences outputs, cut to --tokens tokens, both models in transformers, float32 on the CPU."""
+    p = argparse.ArgumentParser(prog="bench_suites_vs_lmeval.py _kl")
+    for name in ("--teacher", "--student", "--out"):
+        p.add_argument(name, type=Path, required=True)
+    p.add_argument("--outputs", type=Path, nargs=2, required=True)  # teacher's, student's worker JSON
+    p.add_argument("--sequences", type=int, required=True)
+    p.add_argument("--tokens", type=int, required=True)
+    p.add_argument("--threads", type=int, required=True)
+    a = p.parse_args(argv)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(a.threads)
+    tok = AutoTokenizer.from_pretrained(str(a.teacher))
+    models = [
+        AutoModelForCausalLM.from_pretrained(str(m), dtype=torch.float32).eval()
+        for m in (a.teacher, a.student)
+    ]
+    result: dict[str, float] = {}
+    for kind, path in zip(("off_policy", "on_policy"), a.outputs, strict=True):
+        items = json.loads(path.read_text(encoding="utf-8"))["items"]
+        pairs = [(json.loads(key)[2], item["output"]) for key, item in items.items()][: a.sequences]
+        sums = {1.0: 0.0, 2.0: 0.0}
+        positions = 0
+        for prompt, output in pairs:
+            context = tok.encode(prompt, add_special_tokens=False)
+            text = tok.encode(output, add_special_tokens=False)[: a.tokens]
+            if not text:
+                continue
+            ids = torch.tensor([context + text])
+            with torch.no_grad():
+                t_logits, s_logits = (m(ids).logits[0, len(context) - 1 : -1].double() for m in models)
+            for temp in sums:
+                t_lp = torch.log_softmax(t_logits / temp, -1)
+                s_lp = torch.log_softmax(s_logits / temp, -1)
+                sums[temp] += float((t_lp.exp() * (t_lp - s_lp)).sum())
+            positions += len(text)
+        for temp, total in sums.items():
+            result[f"{kind}_forward_kl_T{temp:g}"] = total / max(positions, 1)
+    a.out.write_text(json.dumps(result), encoding="utf-8")
+
+
 def sample_prompt(sample: dict[str, Any]) -> str:
     """The context string of a logged generate_until sample (list or dict layout, by version)."""
     arguments = sample["arguments"]
@@ -364,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = sys.argv[1:]
     if argv and argv[0] == "_lmeval":
         lmeval_worker(worker_parser().parse_args(argv[1:]))
+        return 0
+    if argv and argv[0] == "_kl":
+        kl_worker(argv[1:])
         return 0
     args = parser().parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -459,6 +528,7 @@ def build_report(
             "batch_size": args.batch_size,
             "threads": args.threads,
             "reps": args.reps,
+            "kd": {"sequences": args.kd_sequences, "tokens": args.kd_tokens} if args.kd else None,
         },
         "seconds": {s: [round(r["seconds"], 2) for r in rs] for s, rs in runs.items()},
         **{k: v for k, v in summary.items()},
@@ -508,6 +578,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads in every process")
     p.add_argument("--json", type=Path, help="write the result JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temporary work folder (logs, run records)")
+    p.add_argument(
+        "--kd",
+        action="store_true",
+        help="with the KD check: the harness's own, against a KL script after lm-eval's two runs",
+    )
+    p.add_argument("--kd-sequences", type=int, default=16, help="sequences scored for KL (both tools)")
+    p.add_argument("--kd-tokens", type=int, default=64, help="tokens per sequence scored for KL")
     return p
 
 
