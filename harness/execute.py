@@ -108,11 +108,16 @@ def _streamed(
     )
     group: list[tuple[Request, Response]] = []
     last = time.monotonic()
-    for index, g in stream:
-        group.append((todo[index], _response(g)))
-        if len(group) >= group_size or time.monotonic() - last >= COMMIT_SECONDS:
+    try:
+        for index, g in stream:
+            group.append((todo[index], _response(g)))
+            if len(group) >= group_size or time.monotonic() - last >= COMMIT_SECONDS:
+                yield group
+                group, last = [], time.monotonic()
+    except Exception:
+        if group:  # what finished before the engine or server failed is kept
             yield group
-            group, last = [], time.monotonic()
+        raise
     if group:
         yield group
 

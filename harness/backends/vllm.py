@@ -53,8 +53,21 @@ def _in_process() -> bool:
     return os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1").lower() in ("0", "false")
 
 
+def _check_parallel(args: dict[str, Any]) -> None:
+    """tensor/pipeline parallel sizes and distributed_executor_backend ("mp", "ray") pass to vLLM as
+    given; data parallelism needs one engine per rank, which the offline engine does not run."""
+    dp = int(args.get("data_parallel_size") or 1)
+    if dp > 1 and args.get("distributed_executor_backend") != "external_launcher":
+        raise HarnessError(
+            f"data_parallel_size={dp}: vLLM's offline engine runs one data-parallel rank per process; serve "
+            "the model (`harness serve MODEL --engine-arg data_parallel_size=N`) and compare it as "
+            "openai:URL#NAME, or list several servers in one spec (openai:URL1,URL2#NAME)"
+        )
+
+
 def _engine_defaults(engine_args: dict[str, Any]) -> dict[str, Any]:
     args = dict(engine_args)
+    _check_parallel(args)
     args.setdefault("max_logprobs", DEFAULT_MAX_LOGPROBS)
     args.setdefault("seed", 0)
     if _cpu_only():
