@@ -6,10 +6,14 @@ Text scored: the teacher's own greedy generations on the suites' prompts (off-po
 - lower bound: one model at a time; the teacher's top-k (+ a tail bucket) is kept, and the student
   is scored on those categories at its turn. Merging categories can only shrink KL/JS/TVD, so the
   values are lower bounds at T = 1 and are labelled so, with the teacher's top-k coverage.
-Per-sequence results are cached (keyed by both fingerprints and the token ids), so a resumed run
-does not score again. Besides the divergences, each pass keeps per position the text's token, both
-models' logprobs of it and their top-1 tokens (`PositionTokens`): the student's NLL / perplexity on
-the text and the worst-token lists with context come from those, at no extra model cost.
+Sequences are scored in batches of whole sequences bounded by a number of scored POSITIONS
+(`BATCH_POSITIONS`, and at most `batch_size` sequences), so the full-vocabulary logprobs alive at once
+are O(batch), whatever the number or length of the sequences (one sequence longer than the budget
+is a batch of its own). Per-sequence results are cached (keyed by both fingerprints and the token
+ids), so a resumed run does not score again. Besides the divergences, each pass keeps per position
+the text's token, both models' logprobs of it and their top-1 tokens (`PositionTokens`): the
+student's NLL / perplexity on the text and the worst-token lists with context come from those, at no
+extra model cost.
 """
 
 from __future__ import annotations
@@ -42,6 +46,25 @@ HISTOGRAM_METRICS = ("forward_kl", "reverse_kl", "js", "tvd")
 WORST_N = 10  # sequences and tokens listed per student
 CONTEXT_BEFORE, CONTEXT_AFTER = 24, 8  # tokens of context shown around a worst token
 TEXT_CHARS = 600  # longest text kept per worst sequence (from its start) and per prompt tail
+BATCH_POSITIONS = 512  # scored positions per batch: 2 x 512 x 49,152 float32 logprobs = 200 MB at once
+
+
+def position_batches(
+    indices: Sequence[int], sequences: Sequence[KDSequence], max_positions: int, max_sequences: int
+) -> list[list[int]]:
+    """`indices` cut, in order, into batches of at most `max_sequences` sequences whose scored positions
+    sum to at most `max_positions` (a longer sequence goes alone)."""
+    batches: list[list[int]] = []
+    used = 0
+    for i in indices:
+        n = len(sequences[i].token_ids) - sequences[i].start
+        if batches and len(batches[-1]) < max_sequences and used + n <= max_positions:
+            batches[-1].append(i)
+            used += n
+        else:
+            batches.append([i])
+            used = n
+    return batches
 
 
 @dataclass(frozen=True)
@@ -112,7 +135,8 @@ def exact_divergences(
     temperatures: Sequence[float],
     cache: ResponseCache,
     *,
-    batch_size: int = 8,
+    batch_size: int = 64,
+    max_positions: int = BATCH_POSITIONS,
     progress: ProgressFn | None = None,
 ) -> KDScores:
     """Full-vocabulary divergences per sequence at each temperature (both models loaded), and tokens."""
@@ -133,8 +157,7 @@ def exact_divergences(
         else:
             todo.append(index)
     done = len(sequences) - len(todo)
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
+    for batch in position_batches(todo, sequences, max_positions, batch_size):
         requests = [ScoreRequest(sequences[i].token_ids, sequences[i].start, full_vocab=True) for i in batch]
         t_scores, s_scores = teacher.score_tokens(requests), student.score_tokens(requests)
         blobs = []
@@ -195,14 +218,14 @@ def lower_bound_divergences(
     teacher_top: Sequence[dict[str, np.ndarray]],
     cache: ResponseCache,
     *,
-    batch_size: int = 8,
+    batch_size: int = 64,
+    max_positions: int = BATCH_POSITIONS,
 ) -> tuple[list[PositionDivergences], list[np.ndarray], list[PositionTokens]]:
     """Divergences over the teacher's top-k + tail (T = 1), the teacher's top-k coverage per position,
     and the tokens (the teacher's top-1 is the best of its top-k, which is its true top-1)."""
     divs, coverage, tokens = [], [], []
     full = student.capabilities().full_vocab_logprobs
-    for start in range(0, len(sequences), batch_size):
-        batch = list(range(start, min(start + batch_size, len(sequences))))
+    for batch in position_batches(range(len(sequences)), sequences, max_positions, batch_size):
         requests = [
             ScoreRequest(
                 sequences[i].token_ids,

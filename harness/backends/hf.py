@@ -1,7 +1,10 @@
 """transformers backend: white-box (full-vocabulary logprobs, hidden states), batched.
 
 Generation is left-padded and batched per identical sampling parameters; scoring is right-padded
-in length-sorted batches bounded by `batch_size` sequences and a logits-memory budget.
+in length-sorted batches bounded by `batch_size` sequences and a logits-memory budget. Only the
+positions a batch scores get logits (transformers' `logits_to_keep`, where the model takes it), so
+a long prompt with a short scored continuation costs no (prompt x vocabulary) logits.
+Hidden states (`hidden_features`, for CKA) are returned only at the positions asked for.
 Stop strings truncate the text at the first stop string and keep the tokens up to the one that
 completed it, as vLLM does; a sequence that ends with EOS keeps the EOS id in `token_ids`.
 """
@@ -9,6 +12,7 @@ completed it, as vLLM does; a sequence that ends with EOS keeps the EOS id in `t
 from __future__ import annotations
 
 import gc
+import inspect
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,10 @@ from harness.backends.base import (
 from harness.errors import HarnessError
 
 LOGITS_BUDGET = 1 << 27  # float32 logits elements per scoring batch (512 MiB)
+# float32 attention-score elements per scoring batch (batch x heads x width^2, 256 MiB): the CPU
+# attention kernels materialise them for padded batches, which made long prompts peak at GBs
+ATTENTION_BUDGET = 1 << 26
+HIDDEN_BUDGET = 1 << 26  # float32 hidden-state elements (all layers) per hidden_features batch (256 MiB)
 
 
 def _pick_device(device: str) -> str:
@@ -67,6 +75,7 @@ class HFBackend(common.TokenizerText):
         )
         self._eos = self._eos_ids()
         self._info: ModelInfo | None = None
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     def _eos_ids(self) -> list[int]:
         ids = self._model.generation_config.eos_token_id
@@ -190,29 +199,38 @@ class HFBackend(common.TokenizerText):
             common.validate_score_request(r, self._vocab)
             self._check_len(len(r.token_ids), "scored sequence")
         out: list[TokenScores | None] = [None] * len(requests)
-        for batch in self._length_batches([len(r.token_ids) for r in requests]):
+        spans = [(r.start - 1, len(r.token_ids) - 1) for r in requests]
+        for batch in self._span_batches(spans):
             for i, s in zip(batch, self._score_batch([requests[i] for i in batch]), strict=True):
                 out[i] = s
         return [s for s in out if s is not None]
 
-    def _length_batches(self, lengths: list[int]) -> list[list[int]]:
-        """Indices sorted by length (longest first), cut so batch x width x vocab fits the budget."""
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    def _span_batches(self, spans: list[tuple[int, int]]) -> list[list[int]]:
+        """Indices sorted by length (longest first), cut so batch x logits width x vocab fits LOGITS_BUDGET
+        and batch x heads x length^2 fits ATTENTION_BUDGET.
+
+        The logits width of a batch is the union of its rows' scored spans [lo, hi) when the model keeps
+        only those logits, else its longest row."""
+        heads = int(getattr(self._model.config.get_text_config(), "num_attention_heads", 1) or 1)
+        order = sorted(range(len(spans)), key=lambda i: (-spans[i][1], -spans[i][0]))
         batches: list[list[int]] = []
         for i in order:
             cur = batches[-1] if batches else None
-            if (
-                cur
-                and len(cur) < self._batch_size
-                and (len(cur) + 1) * lengths[cur[0]] * self._vocab <= LOGITS_BUDGET
-            ):
-                cur.append(i)
-            else:
-                batches.append([i])
+            if cur and len(cur) < self._batch_size:
+                rows = [spans[j] for j in cur] + [spans[i]]
+                width = max(h for _, h in rows) - (min(lo for lo, _ in rows) if self._keeps_logits else 0)
+                length = max(h for _, h in rows) + 1
+                if (
+                    len(rows) * width * self._vocab <= LOGITS_BUDGET
+                    and len(rows) * heads * length * length <= ATTENTION_BUDGET
+                ):
+                    cur.append(i)
+                    continue
+            batches.append([i])
         return batches
 
-    def _forward_logprobs(self, seqs: list[tuple[int, ...]]) -> Any:
-        """(batch, width, vocab) float32 log_softmax of right-padded sequences."""
+    def _padded(self, seqs: list[tuple[int, ...]]) -> tuple[Any, Any]:
+        """(ids, attention mask) of right-padded sequences, on the model's device."""
         import torch
 
         width = max(len(s) for s in seqs)
@@ -221,17 +239,27 @@ class HFBackend(common.TokenizerText):
         for row, s in enumerate(seqs):
             ids[row, : len(s)] = torch.tensor(s)
             mask[row, : len(s)] = 1
+        return ids.to(self._device), mask.to(self._device)
+
+    def _forward_logprobs(self, seqs: list[tuple[int, ...]], lo: int = 0) -> Any:
+        """(batch, width - lo, vocab) float32 log_softmax of right-padded sequences from position lo on
+        (position lo of the result is position `lo` of the sequences; 0 when the model keeps every logit)."""
+        import torch
+
+        ids, mask = self._padded(seqs)
+        keep = {"logits_to_keep": torch.arange(lo, ids.shape[1], device=ids.device)} if lo else {}
         with torch.inference_mode():
-            logits = self._model(input_ids=ids.to(self._device), attention_mask=mask.to(self._device)).logits
+            logits = self._model(input_ids=ids, attention_mask=mask, **keep).logits
             return torch.log_softmax(logits.float(), dim=-1)
 
     def _score_batch(self, reqs: list[ScoreRequest]) -> list[TokenScores]:
         import torch
 
-        lp_all = self._forward_logprobs([r.token_ids for r in reqs])
+        lo = min(r.start - 1 for r in reqs) if self._keeps_logits else 0
+        lp_all = self._forward_logprobs([r.token_ids for r in reqs], lo)
         out = []
         for row, r in enumerate(reqs):
-            lp = lp_all[row, r.start - 1 : len(r.token_ids) - 1]
+            lp = lp_all[row, r.start - 1 - lo : len(r.token_ids) - 1 - lo]
             actual = torch.tensor(r.token_ids[r.start :], device=lp.device)
             vals, idx = lp.topk(r.top_k, dim=-1) if r.top_k else (lp[:, :0], lp[:, :0].long())
             s = TokenScores(
@@ -257,6 +285,52 @@ class HFBackend(common.TokenizerText):
             with torch.inference_mode():
                 hs = self._model(input_ids=ids, output_hidden_states=True).hidden_states
             out.append(torch.stack([hs[i][0] for i in layers]).float().cpu().numpy())
+        return out
+
+    def n_hidden_layers(self) -> tuple[int, int]:
+        """(number of hidden-state arrays hidden_features returns per position = layers + 1, hidden size)."""
+        config = self._model.config.get_text_config()
+        return int(config.num_hidden_layers) + 1, int(config.hidden_size)
+
+    def hidden_features(self, sequences: list[tuple[int, ...]], positions: list[np.ndarray]) -> np.ndarray:
+        """Every layer's hidden state at the given positions of each sequence, in sequence order.
+
+        Returns (layers + 1, total positions, hidden) float32: index 0 is the embeddings, the last is
+        the final layer as transformers returns it (after the final norm for most models). Sequences
+        run right-padded in length-sorted batches bounded by HIDDEN_BUDGET (causal attention: padding
+        on the right changes no earlier position); only the kept positions are copied out.
+        """
+        import torch
+
+        if len(positions) != len(sequences):
+            raise HarnessError(
+                f"{len(positions)} position lists for {len(sequences)} sequences: pass one each"
+            )
+        for seq, pos in zip(sequences, positions, strict=True):
+            self._check_len(len(seq), "sequence for hidden states")
+            if len(pos) and (int(np.min(pos)) < 0 or int(np.max(pos)) >= len(seq)):
+                raise HarnessError(f"hidden-state positions fall outside a sequence of {len(seq)} tokens")
+        n_layers, hidden = self.n_hidden_layers()
+        offsets = np.concatenate([[0], np.cumsum([len(p) for p in positions])]).astype(int)
+        out = np.empty((n_layers, int(offsets[-1]), hidden), dtype=np.float32)
+        wanted = [i for i, p in enumerate(positions) if len(p)]
+        order = sorted(wanted, key=lambda i: -len(sequences[i]))
+        per_row = max(1, HIDDEN_BUDGET // (n_layers * hidden))  # token positions per batch
+        b = 0
+        while b < len(order):
+            rows = max(1, min(self._batch_size, per_row // max(1, len(sequences[order[b]]))))
+            batch = order[b : b + rows]
+            b += len(batch)
+            ids, mask = self._padded([sequences[i] for i in batch])
+            keep = {"logits_to_keep": 1} if self._keeps_logits else {}
+            with torch.inference_mode():
+                states = self._model(
+                    input_ids=ids, attention_mask=mask, output_hidden_states=True, **keep
+                ).hidden_states
+                for row, i in enumerate(batch):
+                    index = torch.as_tensor(np.asarray(positions[i], dtype=np.int64), device=ids.device)
+                    picked = torch.stack([layer[row].index_select(0, index) for layer in states])
+                    out[:, offsets[i] : offsets[i + 1]] = picked.float().cpu().numpy()
         return out
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from harness.report.figures_kd import calibration_view, cka_view
 from harness.report.view import (
     FORWARD_KL_KEYS,
     LOWER_BOUND_HINTS,
@@ -77,6 +78,50 @@ def _ci3(low: Any, high: Any) -> str:
 
 
 ON_POLICY_LABEL = "on-policy (student's own text)"
+GOLD_LABEL = "gold references"
+TEXT_KINDS = (("teacher text", None), ("own text", "on_policy"), ("gold text", "gold"))
+
+
+def _texts_view(views: dict[str, dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """Per temperature, mean forward KL and top-1 agreement on each text kind that was scored."""
+    kinds = [
+        (name, view) for name, key in TEXT_KINDS if (view := views.get(key or "")) and not view["skipped"]
+    ]
+    by_t = [{t["t"]: t for t in view["temps"]} for _, view in kinds if view]
+    temps = sorted({t for found in by_t for t in found}, key=_temp_key)
+    missing = {"fkl": _metric_row("forward_kl", {}, ""), "top1": "undefined"}
+    rows = []
+    for t in temps:
+        cells = [
+            {"kind": name, **per_t.get(t, missing)} for (name, _), per_t in zip(kinds, by_t, strict=True)
+        ]
+        rows.append({"t": t, "cells": cells, "by_kind": {c["kind"]: c for c in cells}})
+    return rows
+
+
+def _suites_view(summary: dict[str, Any]) -> dict[str, Any]:
+    """Mean forward KL per suite (rows) and text kind (columns), at T = 1 (else the lowest T)."""
+    entries = [(name, as_dict(summary.get(key)) if key else summary) for name, key in TEXT_KINDS]
+    entries = [(name, e) for name, e in entries if as_dict(e.get("suites"))]
+    suites = list(dict.fromkeys(s for _, e in entries for s in as_dict(e.get("suites"))))
+    rows = []
+    for suite in suites:
+        cells = []
+        for _, e in entries:
+            stats = as_dict(as_dict(e.get("suites")).get(suite))
+            temps = as_dict(stats.get("temperatures"))
+            t = "1" if "1" in temps else min(temps, key=_temp_key, default="")
+            row = _metric_row(
+                "forward_kl", as_dict(as_dict(temps.get(t)).get("forward_kl")), str(e.get("semantics", ""))
+            )
+            cells.append({**row, "t": t, "n": fmt_count(stats.get("n_sequences")), "empty": not stats})
+        rows.append({"suite": suite, "cells": cells})
+    skipped = as_dict(as_dict(summary.get("gold")).get("suites_skipped"))
+    return {
+        "kinds": [name for name, _ in entries],
+        "rows": rows,
+        "gold_skipped": [{"suite": k, "reason": str(v)} for k, v in skipped.items()],
+    }
 
 
 def _student_view(label: str, role: str, summary: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +139,11 @@ def _student_view(label: str, role: str, summary: dict[str, Any]) -> dict[str, A
             for t in sorted(set(off_t) | set(on_t), key=_temp_key)
         ]
         view["on_policy"] = on
+    gold = summary.get("gold")
+    view["gold"] = _summary_view(label, role, gold) if isinstance(gold, dict) else None
+    view["texts"] = _texts_view({"": view, "on_policy": view["on_policy"], "gold": view["gold"]})
+    view["suites"] = _suites_view(summary)
+    view["cka"] = cka_view(summary.get("cka"))
     return view
 
 
@@ -340,10 +390,14 @@ def _chart(t: str, students: list[dict[str, Any]], raw: dict[str, Any]) -> dict[
 
 
 def build_kd(
-    kd: dict[str, Any], models: list[dict[str, str]], sequence: dict[str, Any] | None = None
+    kd: dict[str, Any],
+    models: list[dict[str, str]],
+    sequence: dict[str, Any] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The KD section: token-level divergences per student (metrics["kd"]) and, when given, the
-    sequence-level checks (metrics["sequence"], see harness.sequence)."""
+    sequence-level checks (metrics["sequence"], see harness.sequence) and the multiple-choice
+    calibration (metrics["calibration"], see harness.metrics.calibration)."""
     roles = {m["label"]: m["role"] for m in models}
     order = [m["label"] for m in models if m["label"] in kd] + [s for s in kd if s not in roles]
     students = [_student_view(s, roles.get(s, "student"), as_dict(kd[s])) for s in order]
@@ -356,6 +410,9 @@ def build_kd(
         "charts": [c for c in charts if c["bars"]],
         "any_lower_bound": any(s["lower_bound"] for s in students),
         "on_policy_label": ON_POLICY_LABEL,
+        "gold_label": GOLD_LABEL,
+        "text_kinds": [name for name, _ in TEXT_KINDS],
+        "calibration": calibration_view(calibration, models),
         "sequence": sequence_view(as_dict(sequence), models),
     }
 

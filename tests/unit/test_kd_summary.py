@@ -232,8 +232,19 @@ def test_compare_records_histograms_worst_lists_nll_and_the_tokenizer_verdict(
     on = kd["on_policy"]
     assert on["worst"]["tokens"][0]["value"] == on["temperatures"]["1"]["forward_kl"]["max"]
     assert on["nll"]["text"] == "student generations"
+    # per suite: the one echo suite holds every sequence; no hidden states and no gold text from mocks
+    assert kd["suites"]["echo"]["n_sequences"] == kd["n_sequences"]
+    assert kd["suites"]["echo"]["temperatures"]["1"]["forward_kl"]["mean"] == pytest.approx(
+        t1["forward_kl"]["mean"]
+    )
+    assert on["suites"]["echo"]["n_tokens"] == on["n_tokens"]
+    assert "(mock) does not return hidden states" in kd["cka"]["skipped"]
+    assert kd["gold"]["skipped"] and "echo" in kd["gold"]["suites_skipped"]
+    assert record.metrics["calibration"]["skipped"] and record.metrics["calibration"]["suites"] == {}
     html = render_html(record, tmp_path / "index.html").read_text()
     assert "Worst tokens (forward KL)" in html and "p99.9" in html
+    assert "CKA of hidden states skipped: the teacher&#39;s backend (mock)" in html
+    assert "mean forward KL per suite and text" in html and "Calibration on multiple-choice suites" in html
     assert 'aria-label="forward KL per token at T = 1"' in html
 
 
@@ -292,7 +303,7 @@ def test_worst_lists_and_the_sequence_section_escape_model_text(
     items = [ItemResult(**row) for row in record.items]
     roles = {label: entry["role"] for label, entry in record.manifest["models"].items()}
     sequence = sequence_checks(items, roles, n_boot=50)
-    monkeypatch.setattr(build, "build_kd", lambda kd, models, _seq=None: build_kd(kd, models, sequence))
+    monkeypatch.setattr(build, "build_kd", lambda kd, models, *_rest: build_kd(kd, models, sequence))
     html = render_html(record, tmp_path / "index.html").read_text()
     assert "<script>" not in html and "<img src=x" not in html and "Worst tokens (forward KL)" in html
     assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 7
@@ -310,3 +321,49 @@ def test_a_run_from_the_cache_gives_the_same_kd_record(
     ]
     assert again == first  # divergences and tokens (worst lists, NLL) read back from the cache
     assert first["student"]["worst"]["tokens"] and first["student"]["nll"]["student"]["n_tokens"] > 0
+
+
+# ---- batching by positions, per-suite breakdowns, gold texts ----------------------------------------
+
+
+def test_position_batches_bound_the_scored_positions() -> None:
+    from harness.kd import KDSequence, position_batches
+
+    sizes = [5, 3, 9, 2, 2, 20, 1]
+    seqs = [KDSequence(f"kd-{i}", tuple(range(n + 2)), 2) for i, n in enumerate(sizes)]
+    batches = position_batches(range(len(seqs)), seqs, max_positions=10, max_sequences=3)
+    assert [i for b in batches for i in b] == list(range(len(seqs)))  # every sequence once, in order
+    assert batches == [[0, 1], [2], [3, 4], [5], [6]]  # 20 > 10 goes alone
+    assert all(sum(sizes[i] for i in b) <= 10 or len(b) == 1 for b in batches)
+    assert position_batches(range(4), seqs, max_positions=100, max_sequences=2) == [[0, 1], [2, 3]]
+
+
+def test_by_suite_splits_sequences_and_summarises_each_group() -> None:
+    from harness.kd import KDSequence
+    from harness.kd_extras import by_suite, suite_map
+
+    rng = np.random.default_rng(3)
+    seqs = [KDSequence(f"kd-on-{i}", tuple(range(6)), 2) for i in range(4)]
+    divs = [full_vocab_divergences(rng.normal(size=(4, 9)), rng.normal(size=(4, 9))) for _ in seqs]
+    suite_of = suite_map(seqs, ["a", "b", "a", "b"])
+    assert suite_of == {"kd-on-0": "a", "kd-on-1": "b", "kd-on-2": "a", "kd-on-3": "b"}
+    out = by_suite(seqs, {1.0: divs}, suite_of, seed=0)
+    assert set(out) == {"a", "b"} and out["a"]["n_sequences"] == 2 and out["a"]["n_tokens"] == 8
+    expected = np.concatenate([divs[0].forward_kl, divs[2].forward_kl]).mean()
+    assert out["a"]["temperatures"]["1"]["forward_kl"]["mean"] == pytest.approx(expected)
+
+
+def test_gold_pairs_follow_the_exemplar_format_and_skip_suites_without_references() -> None:
+    from harness.kd_gold import NO_REFERENCE, gold_pairs
+    from harness.suites import load_suite
+
+    def render(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return "".join(m["content"] for m in messages)
+
+    cot = load_suite("cot-basic", limit=2)  # KD variant "direct": exemplars end "The answer is N."
+    pairs, reason = gold_pairs(cot, None, 2)
+    assert reason is None and [g for _, g in pairs] == [" The answer is 6.", " The answer is 8."]
+    assert [p for p, _ in pairs] == cot.kd_prompts()[:2] and pairs[0][0].endswith("have now?\nA:")
+    icl = load_suite("icl-basic", limit=3)
+    assert [g for _, g in gold_pairs(icl, None, 2)[0]] == [" right", " girl"]  # first answer, limit 2
+    assert gold_pairs(load_suite("if-basic", limit=2), render, 2) == ([], NO_REFERENCE)
