@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ HOSTILE = [
     "</textarea>",
     "\"'&",
     "\\begin{document}",
+    # script that would run if any of these reached the page as markup (the browser tests check the flag)
+    '<svg onload="window.__pwned=1">',
+    "</script><script>window.__pwned=1</script>",
+    '"><img src=x onerror="window.__pwned=1;alert(2)">',
+    "<!--<script>window.__pwned=1//",
 ]
 DEFAULT_MODELS: tuple[tuple[str, str], ...] = (
     ("teacher", "teacher"),
@@ -46,8 +52,34 @@ def _skill(label: str, role: str) -> float:
     return SKILL.get(role, 0.8) if label != "student-topk" else 0.8
 
 
+FILLER = (
+    "first we add the ones then carry the tens so the sum is checked again and each step "
+    "keeps its value because the total must match what the question asks for here"
+)
+WORDS = FILLER.split(" ")
+
+
+def _reasoning(n_words: int, item: int, rng: np.random.Generator) -> str:
+    """n_words of filler shared by every model on one item, each model changing about one word in six,
+    so that teacher and student outputs differ the way real generations do (for the diff view)."""
+    if n_words <= 0:
+        return ""
+    own = rng.integers(0, len(WORDS), n_words)
+    picked = np.where(rng.random(n_words) < 1 / 6, own, _shared_words(item, n_words))
+    return " ".join(WORDS[k] for k in picked) + ". "
+
+
+@lru_cache(maxsize=4096)
+def _shared_words(item: int, n_words: int) -> np.ndarray:
+    return np.random.default_rng(item).integers(0, len(WORDS), n_words)
+
+
 def _items(
-    models: Sequence[tuple[str, str]], n_items: int, hostile: bool, rng: np.random.Generator
+    models: Sequence[tuple[str, str]],
+    n_items: int,
+    hostile: bool,
+    rng: np.random.Generator,
+    output_words: int = 0,
 ) -> list[ItemResult]:
     out = []
     for suite, (ability, _, accuracy) in SUITES.items():
@@ -59,7 +91,10 @@ def _items(
                 for label, role in models:
                     right = bool(rng.random() < acc * _skill(label, role))
                     answer = target if right else str(i)
-                    output = f"Let me think. {i} plus 10 is {answer}. {evil}The answer is {answer}."
+                    output = (
+                        f"Let me think. {_reasoning(output_words, i, rng)}{i} plus 10 is {answer}. "
+                        f"{evil}The answer is {answer}."
+                    )
                     metrics = {"exact_match": float(right)}
                     if ability == "if":
                         metrics |= {k: float(right or rng.random() < 0.3) for k in IF_EXTRA}
@@ -113,13 +148,16 @@ def _suite_metrics(
 ) -> dict:
     suites: dict[str, Any] = {}
     teacher = next((m for m, r in models if r == "teacher"), None)
+    by_key: dict[tuple[str, str, str], list[ItemResult]] = {}
+    for r in items:
+        by_key.setdefault((r.suite, r.variant, r.model), []).append(r)
     for suite, (ability, baseline, accuracy) in SUITES.items():
         variants: dict[str, Any] = {}
         scores: dict[tuple[str, str], np.ndarray] = {}
         for variant in accuracy:
             variants[variant] = {}
             for label, _ in models:
-                rows = [r for r in items if (r.suite, r.variant, r.model) == (suite, variant, label)]
+                rows = by_key.get((suite, variant, label), [])
                 s = np.array([r.score for r in rows])
                 scores[(variant, label)] = s
                 lo, hi = _bootstrap(s, rng)
@@ -194,6 +232,9 @@ def _add_paired(items: list[ItemResult], suites: dict[str, Any], models: Sequenc
     teacher = next((m for m, r in models if r == "teacher"), None)
     base = next((m for m, r in models if r == "base"), None)
     scores = {(r.suite, r.variant, r.model, r.item_id): r.score for r in items}
+    ids_of: dict[tuple[str, str, str], list[str]] = {}
+    for su, v, m, i in scores:
+        ids_of.setdefault((su, v, m), []).append(i)
     for suite, summary in suites.items():
         summary["paired"] = {}
         for label, role in models:
@@ -201,7 +242,7 @@ def _add_paired(items: list[ItemResult], suites: dict[str, Any], models: Sequenc
                 continue
             summary["paired"][label] = {}
             for variant in summary["variants"]:
-                ids = sorted(i for (su, v, m, i) in scores if (su, v, m) == (suite, variant, label))
+                ids = sorted(ids_of.get((suite, variant, label), []))
                 s = [scores[(suite, variant, label, i)] for i in ids]
                 t = [scores[(suite, variant, teacher, i)] for i in ids]
                 test = stats.mcnemar(t, s).as_dict()
@@ -348,6 +389,7 @@ def write_fake_record(
     paired: bool = True,
     kd_on_policy: bool = False,
     seed: int = 0,
+    output_words: int = 0,
 ) -> Path:
     """Write a complete run record into run_dir and return run_dir.
 
@@ -355,6 +397,7 @@ def write_fake_record(
     form harness.aggregate writes) instead of the bare numbers of the record docstring's schema.
     paired=False leaves out the "paired" block (McNemar, chance-corrected retention, gap closed), as in
     records written before it existed; kd_on_policy=True adds an "on_policy" KD entry per student.
+    output_words > 0 puts that many words of reasoning into every output (mostly shared between models).
     """
     models = list(models)
     if hostile:  # an untrusted-looking model label too (labels come from user paths)
@@ -363,7 +406,7 @@ def write_fake_record(
             for i, (m, r) in enumerate(models)
         ]
     rng = np.random.default_rng(seed)
-    items = _items(models, n_items, hostile, rng)
+    items = _items(models, n_items, hostile, rng, output_words)
     notes = ["Synthetic record written by tests/fake_record.py."] + (
         [f"hostile note {h}" for h in HOSTILE] if hostile else []
     )
@@ -379,3 +422,20 @@ def write_fake_record(
     }
     write_record(run_dir, _manifest(models, hostile), items, metrics)
     return run_dir
+
+
+LARGE_MODELS: tuple[tuple[str, str], ...] = (
+    ("teacher", "teacher"),
+    ("student-a", "student"),
+    ("student-b", "student"),
+    ("student-c", "student"),
+)
+
+
+def write_large_record(run_dir: Path, *, n_items: int = 10_000, output_words: int = 40) -> Path:
+    """A run at scale: about n_items explorer entries (suite x variant x item; 7 suite variants) for a
+    teacher and three students, every output with output_words words of reasoning."""
+    per_variant = -(-n_items // sum(len(acc) for _, _, acc in SUITES.values()))
+    return write_fake_record(
+        run_dir, n_items=per_variant, models=LARGE_MODELS, output_words=output_words, with_kd=True
+    )

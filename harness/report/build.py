@@ -19,7 +19,6 @@ from harness.report.view import (
     gain_cell,
     gain_retention,
     headline_variant,
-    item_anchor,
     model_list,
     natural_key,
     num,
@@ -29,8 +28,10 @@ from harness.report.view import (
 )
 from harness.store.record import RunRecord
 
+from .explorer import explorer_view
 from .kd import build_kd
 from .paired import paired_rows
+from .verdict import regressed_cells, verdict_view
 
 NEAR_CHANCE_MARGIN = 0.05
 
@@ -80,7 +81,11 @@ def _near_chance_warning(per_variant: dict[str, Any], teacher: str | None, chanc
 
 
 def suite_view(
-    name: str, summary: dict[str, Any], models: list[dict[str, str]], anchors: set[str] | None = None
+    name: str,
+    summary: dict[str, Any],
+    models: list[dict[str, str]],
+    anchors: set[str] | None = None,
+    first_page: set[str] | None = None,
 ) -> dict[str, Any]:
     students = [m["label"] for m in models if m["role"] != "teacher"]
     teacher = next((m["label"] for m in models if m["role"] == "teacher"), None)
@@ -161,7 +166,7 @@ def suite_view(
         "gain_rows": _gain_rows(summary, [v for v in variants if v != baseline], models),
         "gain_has_ci": "gain_retention" in summary,
         "warning": _near_chance_warning(per_variant, teacher, chance),
-        "paired_rows": paired_rows(summary, models, name, anchors),
+        "paired_rows": paired_rows(summary, models, name, anchors, first_page),
         "draw_rows": _draw_rows(as_dict(summary.get("draws")), models),
         "pairwise_rows": _pairwise_rows(as_dict(summary.get("pairwise"))),
         "ranking": _ranking(as_dict(summary.get("ranking"))),
@@ -332,80 +337,6 @@ def headline_view(suites: dict[str, Any], models: list[dict[str, str]]) -> list[
     return out
 
 
-def explorer_view(record: RunRecord, models: list[dict[str, str]], cap: int) -> list[dict[str, Any]]:
-    """Items grouped by suite and variant, then item id, with every model's answer side by side."""
-    groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for row in record.items:
-        key = (str(row.get("suite", "")), str(row.get("variant", "")))
-        item = groups.setdefault(key, {}).setdefault(
-            str(row.get("item_id", "")),
-            {
-                "id": str(row.get("item_id", "")),
-                "anchor": item_anchor(key[0], key[1], str(row.get("item_id", ""))),
-                "target": str(row.get("target", "")),
-                "prompt": str(row.get("prompt", "")),
-                "answers": {},
-            },
-        )
-        item["answers"][str(row.get("model", ""))] = row
-    order = [m["label"] for m in models]
-    suite_rank = {name: i for i, (name, _) in enumerate(ordered_suites(record.metrics.get("suites")))}
-    out = []
-    for suite, variant in sorted(
-        groups, key=lambda k: (suite_rank.get(k[0], len(suite_rank)), k[0], natural_key(k[1]))
-    ):
-        items = list(groups[(suite, variant)].values())
-        shown = [_explorer_item(item, order) for item in items[:cap]]
-        out.append(
-            {
-                "suite": suite,
-                "variant": variant,
-                "n_items": len(items),
-                "n_shown": len(shown),
-                "n_differ": sum(1 for i in shown if i["differ"]),
-                "items": shown,
-            }
-        )
-    return out
-
-
-def _explorer_item(item: dict[str, Any], order: list[str]) -> dict[str, Any]:
-    answers = []
-    for label in order:
-        row = item["answers"].get(label)
-        if row is None:
-            continue
-        score = num(row.get("score"))
-        extracted = row.get("extracted")
-        answers.append(
-            {
-                "model": label,
-                "output": str(row.get("output", "")),
-                "extracted": "(nothing extracted)" if extracted is None else str(extracted),
-                "score": fmt_num(score) if score not in (0.0, 1.0) else ("right" if score else "wrong"),
-                "cls": "undef"
-                if score is None
-                else "good"
-                if score >= 1
-                else "bad"
-                if score <= 0
-                else "fair",
-                "truncated": bool(row.get("truncated", False)),
-                "prompt_differs": str(row.get("prompt", "")) != item["prompt"],
-                "prompt": str(row.get("prompt", "")),
-            }
-        )
-    scores = {a["score"] for a in answers}
-    return {
-        "id": item["id"],
-        "anchor": item["anchor"],
-        "target": item["target"],
-        "prompt": item["prompt"],
-        "answers": answers,
-        "differ": len(scores) > 1,
-    }
-
-
 def _kv(value: Any) -> list[dict[str, str]]:
     """A mapping as key/value strings; nested values as compact JSON."""
     if not isinstance(value, dict):
@@ -531,6 +462,7 @@ def _suite_views(
     models: list[dict[str, str]],
     figures: bool = True,
     anchors: set[str] | None = None,
+    first_page: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One section per suite; subtasks of a group (bbh:navigate) become rows of their group's section.
 
@@ -541,7 +473,7 @@ def _suite_views(
     for name, summary in ordered_suites(suites):
         if summary.get("group"):
             continue
-        view = suite_view(name, summary, models, anchors)
+        view = suite_view(name, summary, models, anchors, first_page)
         members = [(m, as_dict(suites.get(m))) for m in view["members"] if m in suites]
         view["subtask_rows"] = _subtask_rows(members, models)
         view["figures"] = _figures(name, summary, members, models, taken) if figures else []
@@ -571,26 +503,47 @@ def _figures(
     ]
 
 
+def _mark_regressed(view: dict[str, Any], cells: set[tuple[str, str, str, str]]) -> None:
+    """Flag the score cells the regression gate found regressed (headline and suite tables)."""
+    labels = [m["label"] for m in view["models"]]
+    for row in view["headline"]:
+        for label, cell in zip(labels, row["scores"], strict=True):
+            cell["regressed"] = (row["suite"], row["variant"], label, row["metric"]) in cells
+    for suite in view["suites"]:
+        for row in suite["rows"]:
+            for label, cell in zip(labels, row["scores"], strict=True):
+                cell["regressed"] = (suite["name"], row["variant"], label, suite["primary_metric"]) in cells
+
+
 def build_view(
-    record: RunRecord, *, max_items_per_variant: int = 200, figures: bool = True
+    record: RunRecord, *, max_items_per_variant: int = 2000, figures: bool = True
 ) -> dict[str, Any]:
     models = model_list(record)
     suites = as_dict(record.metrics.get("suites"))
     teacher = next((m["label"] for m in models if m["role"] == "teacher"), "")
     explorer = explorer_view(record, models, max_items_per_variant)
-    anchors = {item["anchor"] for group in explorer for item in group["items"]}  # link only to these
-    return {
+    verdict = verdict_view(record.run_dir)
+    view = {
         "title": f"distill-harness report: {teacher or 'run'} vs "
         + (", ".join(m["label"] for m in models if m["role"] != "teacher") or "no students"),
         "models": models,
         "students": [m for m in models if m["role"] != "teacher"],
+        "verdict": verdict,
         "headline": headline_view(suites, models),
         "cost": cost_view(as_dict(record.metrics.get("cost")), models),
-        "suites": _suite_views(suites, models, figures, anchors),
-        "kd": build_kd(as_dict(record.metrics.get("kd")), models, as_dict(record.metrics.get("sequence"))),
+        "suites": _suite_views(
+            suites, models, figures, explorer["anchors"], {i["anchor"] for i in explorer["first_page"]}
+        ),
+        "kd": build_kd(
+            as_dict(record.metrics.get("kd")),
+            models,
+            as_dict(record.metrics.get("sequence")),
+            as_dict(record.metrics.get("calibration")),
+        ),
         "explorer": explorer,
-        "cap": max_items_per_variant,
         "provenance": provenance_view(record, models),
         "notes": [str(n) for n in record.metrics.get("notes") or []],
         "labels": METRIC_LABELS,
     }
+    _mark_regressed(view, regressed_cells(verdict))
+    return view

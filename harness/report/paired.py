@@ -28,8 +28,12 @@ def _ids_title(ids: Any) -> str:
     return shown + (f" … and {more} more" if more > 0 else "")
 
 
-def _href(anchor: str, anchors: set[str] | None) -> str:
-    return "#" + anchor if anchors is None or anchor in anchors else ""
+def _link(anchor: str, anchors: set[str] | None, first_page: set[str] | None) -> dict[str, str]:
+    """An item on the explorer's first page (HTML) is linked by its id; one further on, in the page's
+    data, by data-item (the script pages to it; without scripts the link leads to the explorer)."""
+    if anchors is None or (anchor in anchors and (first_page is None or anchor in first_page)):
+        return {"href": "#" + anchor, "item": ""}
+    return {"href": "", "item": anchor if anchor in anchors else ""}
 
 
 def _anchor(suite: str, variant: str, item_id: str) -> str:
@@ -42,7 +46,7 @@ def _anchor(suite: str, variant: str, item_id: str) -> str:
 
 
 def _cell_links(
-    ids: dict[str, Any], suite: str, variant: str, anchors: set[str] | None
+    ids: dict[str, Any], suite: str, variant: str, anchors: set[str] | None, first_page: set[str] | None
 ) -> list[dict[str, Any]]:
     """Links from the discordant and both-right cells to the items in the explorer (capped per cell);
     an item the explorer does not show (beyond its cap) is listed without a link."""
@@ -56,7 +60,7 @@ def _cell_links(
                 "label": label,
                 "n": len(cell),
                 "items": [
-                    {"id": i, "href": _href(_anchor(suite, variant, i), anchors)}
+                    {"id": i, **_link(_anchor(suite, variant, i), anchors, first_page)}
                     for i in cell[:MAX_LINKS_PER_CELL]
                 ],
                 "more": max(0, len(cell) - MAX_LINKS_PER_CELL),
@@ -66,7 +70,11 @@ def _cell_links(
 
 
 def _mcnemar_view(
-    entry: Any, suite: str = "", variant: str = "", anchors: set[str] | None = None
+    entry: Any,
+    suite: str = "",
+    variant: str = "",
+    anchors: set[str] | None = None,
+    first_page: set[str] | None = None,
 ) -> dict[str, Any]:
     test = as_dict(entry)
     if not test:
@@ -81,8 +89,8 @@ def _mcnemar_view(
     ids = as_dict(test.get("cells"))
     return {
         "present": True,
-        "cells": [{"text": fmt_count(test.get(k)), "title": _ids_title(ids.get(k))} for k in CELLS],
-        "links": _cell_links(ids, suite, variant, anchors) if suite else [],
+        "cells": [{"text": fmt_count(test.get(k)), "title": _ids_title(ids.get(k)), "key": k} for k in CELLS],
+        "links": _cell_links(ids, suite, variant, anchors, first_page) if suite else [],
         "p": fmt_p(test.get("p_value"))
         + (f" (Holm {fmt_p(test.get('p_holm'))})" if num(test.get("p_holm")) is not None else ""),
         # judged after Holm's correction across every test in the run, where the record has it
@@ -101,7 +109,11 @@ def _gap_view(entry: Any, role: str, has_base: bool) -> dict[str, Any]:
 
 
 def paired_rows(
-    summary: dict[str, Any], models: list[dict[str, str]], suite: str = "", anchors: set[str] | None = None
+    summary: dict[str, Any],
+    models: list[dict[str, str]],
+    suite: str = "",
+    anchors: set[str] | None = None,
+    first_page: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (variant, non-teacher model) with paired results in the record; [] when there are none."""
     paired = as_dict(summary.get("paired"))
@@ -119,7 +131,7 @@ def paired_rows(
                     "variant": variant,
                     "model": model["label"],
                     "role": model["role"],
-                    "mcnemar": _mcnemar_view(entry.get("mcnemar"), suite, variant, anchors),
+                    "mcnemar": _mcnemar_view(entry.get("mcnemar"), suite, variant, anchors, first_page),
                     "chance_retention": retention_cell(entry.get("chance_retention")),
                     "gap_closed": _gap_view(entry.get("gap_closed"), model["role"], has_base),
                 }

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 import jinja2
+import numpy as np
 import pytest
 from rich.console import Console
 
 from harness.errors import HarnessError
 from harness.report import render_html, render_terminal_summary
 from harness.report.build import build_view
+from harness.report.explorer import LITTLE_IN_COMMON, diff_runs, json_for_script, pack_runs, word_diff
 from harness.report.html import environment
+from harness.report.interactive import script_text
 from harness.store.record import read_record, write_record
 from tests.fake_record import HOSTILE, write_fake_record
 
@@ -65,18 +70,44 @@ def test_sections_and_models_present(fake_html: str) -> None:
     assert "sha256:" in fake_html and "hf" in fake_html  # provenance
 
 
-def test_page_is_self_contained(fake_html: str) -> None:
-    tags = parse(fake_html).tags
-    assert not [t for t, _ in tags if t in ("script", "link", "img", "iframe", "object", "embed")]
-    csp = [
+def scripts(html: str) -> list[tuple[dict[str, str | None], str]]:
+    """Every <script> element: its attributes and its text."""
+    return [
+        (dict(parse(f"<script{attrs}>").tags[0][1]), body)
+        for attrs, body in re.findall(r"<script\b([^>]*)>(.*?)</script>", html, re.S)
+    ]
+
+
+def page_csp(html: str) -> str:
+    tags = parse(html).tags
+    found = [
         dict(a)["content"]
         for t, a in tags
         if t == "meta" and dict(a).get("http-equiv") == "Content-Security-Policy"
     ]
-    assert csp and "default-src 'none'" in csp[0]
+    assert len(found) == 1
+    return str(found[0])
+
+
+def test_page_is_self_contained(fake_html: str) -> None:
+    tags = parse(fake_html).tags
+    assert not [t for t, _ in tags if t in ("link", "img", "iframe", "object", "embed")]
+    csp = page_csp(fake_html)
+    assert "default-src 'none'" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
     assert not re.search(r"\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//", fake_html)
     assert "url(" not in fake_html and "@import" not in fake_html
     assert "<svg" in fake_html  # the KD bar charts
+    # exactly two script elements: the explorer's JSON data (never run) and the page's own script,
+    # which the CSP allows by the hash of its exact text, and nothing else
+    found = scripts(fake_html)
+    assert [a for a, _ in found] == [
+        {"type": "application/json", "id": "explorer-data"},
+        {"id": "report-script"},
+    ]
+    body = found[1][1]
+    digest = base64.b64encode(hashlib.sha256(body.encode("utf-8")).digest()).decode()
+    assert re.search(r"script-src 'sha256-([^']+)';", csp).group(1) == digest  # type: ignore[union-attr]
+    assert body == script_text() and "innerHTML" not in body and "eval(" not in body
 
 
 def test_icl_variants_in_natural_order(tmp_path: Path) -> None:
@@ -102,15 +133,29 @@ def test_hostile_text_is_escaped(tmp_path: Path) -> None:
     html = render(tmp_path, n_items=10, hostile=True)
     parsed = parse(html)
     names = [t for t, _ in parsed.tags]
-    assert "script" not in names and "img" not in names and "textarea" not in names
+    assert names.count("script") == 2 and not {"img", "textarea", "iframe"} & set(names)
     assert not [(t, k) for t, attrs in parsed.tags for k, _ in attrs if k.startswith("on")]
-    assert "<script>alert" not in html and "<img src=x" not in html and "</textarea>" not in html
+    markup = re.sub(r"<script id=\"report-script\">.*?</script>", "", html, flags=re.S)
+    assert "<script>" not in markup and "<img src=x" not in markup and "</textarea>" not in markup
+    assert "<svg onload" not in markup and "<!--" not in markup
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     text = "".join(parsed.text)
     for payload in HOSTILE:  # every payload survives, as text
         assert payload in text
     assert "\\begin{document}" in html
+    # the explorer's data block: no "<" at all, and it decodes back to the payloads
+    (data_attrs, data), _ = scripts(html)
+    assert "<" not in data and ">" not in data and "&" not in data
+    decoded = json.dumps(json.loads(data), ensure_ascii=False)
+    for payload in HOSTILE:
+        assert json.dumps(payload, ensure_ascii=False)[1:-1] in decoded
+
+
+def test_json_for_script_cannot_end_its_element() -> None:
+    text = str(json_for_script({"a": "</script><!--<script>&amp;", "b": ["\u2028"]}))
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"a": "</script><!--<script>&amp;", "b": ["\u2028"]}
 
 
 def test_hostile_label_is_escaped_in_attributes_and_svg(tmp_path: Path) -> None:
@@ -139,11 +184,100 @@ def test_kd_labels_lower_bound_and_skipped(tmp_path: Path) -> None:
     assert "Token-level check skipped: the student has a different tokenizer" in skipped
 
 
-def test_explorer_cap_and_side_by_side(tmp_path: Path) -> None:
+def explorer_data(html: str) -> dict:
+    found = [body for attrs, body in scripts(html) if attrs.get("id") == "explorer-data"]
+    assert len(found) == 1
+    return json.loads(found[0])
+
+
+def test_explorer_cap_first_page_and_data(tmp_path: Path) -> None:
     html = render(tmp_path, n_items=5, max_items_per_variant=2)
-    assert html.count("Showing the first 2 of 5 items.") == 7  # 4 ICL + 2 CoT + 1 IF variants
-    assert len(re.findall(r'<div class="item(?: differ)?" id="item-[^"]*">', html)) == 14
+    assert html.count("the first 2 of 5 items.") == 7  # 4 ICL + 2 CoT + 1 IF variants
+    data = explorer_data(html)
+    assert len(data["items"]) == 14 and data["models"] == ["teacher", "base", "student", "student-topk"]
+    assert data["suites"] == ["icl-arith", "cot-arith", "if-basic"]  # ability order
+    assert [len(it[6]) for it in data["items"]] == [4] * 14  # every model on every item
+    # the first page is also HTML, for readers without scripts
+    first = re.findall(r'<article class="item(?: differ)?" id="(item-[^"]*)">', html)
+    assert first == [it[3] for it in data["items"][:14]]
     assert html.count('<div class="answer">') == 14 * 4
+    assert "Scripts are off: this is the first page only (14 of" in html
+    # 20 per page at most
+    big = render(tmp_path / "big", n_items=6)
+    assert len(explorer_data(big)["items"]) == 42
+    assert len(re.findall(r'<article class="item', big)) == 20
+
+
+def test_explorer_filter_options_cover_groups_and_variants(tmp_path: Path) -> None:
+    run = write_fake_record(tmp_path / "run", n_items=3)
+    lines = [json.loads(x) for x in (run / "items.jsonl").read_text().splitlines()]
+    for row in lines:  # make if-basic two subtasks of a group "bbh"
+        if row["suite"] == "if-basic":
+            row["suite"] = "bbh:" + ("nav" if row["item_id"].endswith("0") else "date")
+    (run / "items.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    data = build_view(read_record(run), figures=False)["explorer"]["data_json"]
+    options = json.loads(str(data))["options"]
+    keys = [o["key"] for o in options]
+    assert keys[0] == "" and options[0]["suites"] == []
+    assert "icl-arith" in keys and "icl-arith\nk=4" in keys and "bbh" in keys and "bbh\ndefault" in keys
+    suites = json.loads(str(data))["suites"]
+    group = next(o for o in options if o["key"] == "bbh")
+    assert sorted(suites[i] for i in group["suites"]) == ["bbh:date", "bbh:nav"]
+
+
+def test_word_diff_marks_changed_words() -> None:
+    teacher = "First add 4 and 6. The answer is 10."
+    student = "First add 4 and 5. The answer is 9."
+    assert word_diff(teacher, student) == [
+        (0, "First add 4 and "),
+        (-1, "6"),
+        (1, "5"),
+        (0, ". The answer is "),
+        (-1, "10"),
+        (1, "9"),
+        (0, "."),
+    ]
+    assert word_diff(teacher, teacher) == [(0, teacher)]
+    assert word_diff(teacher, "Completely unrelated words here!") is None  # too little in common
+    assert word_diff("", "x") is None and word_diff("x", "") is None
+
+
+def test_packed_diff_slices_the_teacher_text_in_utf16_units() -> None:
+    teacher = "😀 emoji first, then 10 apples."
+    student = "😀 emoji first, then 12 apples."
+    runs = diff_runs(teacher, student)
+    assert runs is not None
+    packed = pack_runs(runs)
+    utf16 = teacher.encode("utf-16-le")
+
+    def js_slice(a: int, b: int) -> str:  # what String.prototype.slice returns in the page
+        return utf16[2 * a : 2 * b].decode("utf-16-le")
+
+    rebuilt = "".join(
+        p if isinstance(p, str) else js_slice(p[0], p[1]) for p in packed if len(p) == 2 or isinstance(p, str)
+    )
+    assert rebuilt == student
+    removed = [js_slice(p[0], p[1]) for p in packed if not isinstance(p, str) and len(p) == 3]
+    assert removed == ["10 "]
+
+
+def test_explorer_first_page_shows_the_diff_escaped(tmp_path: Path) -> None:
+    run = write_fake_record(tmp_path / "run", n_items=2)
+    lines = [json.loads(x) for x in (run / "items.jsonl").read_text().splitlines()]
+    lines[0]["output"] = "Adding <b>4</b> and 6 gives 10."
+    lines[1]["output"] = "Adding <b>4</b> and 6 gives <script>9</script>."
+    lines[2]["output"] = "Nothing shared"
+    (run / "items.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    html = render_html(read_record(run), tmp_path / "index.html").read_text()
+    assert (
+        "Adding &lt;b&gt;4&lt;/b&gt; and 6 gives <del>10</del><ins>&lt;script&gt;9&lt;/script&gt;</ins>."
+        in html
+    )
+    assert LITTLE_IN_COMMON.replace("'", "&#39;") in html
+    first = explorer_data(html)["items"][0][6]
+    assert first[0][4] == "Adding <b>4</b> and 6 gives 10."  # the teacher's text, plain
+    assert first[1][4][0] == [0, 28] and first[1][4][1] == [28, 30, -1]
+    assert first[2][-1] == 1  # little in common: flagged, shown plain
 
 
 def test_optional_parts_absent(tmp_path: Path) -> None:
@@ -340,4 +474,102 @@ def test_two_by_two_cells_link_to_their_items_in_the_explorer(fake_html: str) ->
     links = set(re.findall(r'href="#(item-[^"]+)"', fake_html))
     assert links, "the paired table links its cells' items"
     ids = set(re.findall(r'id="(item-[^"]+)"', fake_html))
-    assert links <= ids
+    assert links <= ids  # every link resolves without scripts: to an item on the first page
+    further = set(re.findall(r'href="#explorer" class="mono xi" data-item="(item-[^"]+)"', fake_html))
+    anchors = {it[3] for it in explorer_data(fake_html)["items"]}  # the script pages to any of these
+    assert further and further <= anchors and not further & ids
+    # and each 2x2 count filters the explorer to its cell (suite, variant, pair)
+    filters = re.findall(
+        r'<a class="xf" href="#explorer" data-suite="([^"]*)" data-variant="([^"]*)" '
+        r'data-model="([^"]*)" data-cell="([^"]*)">(\d+)</a>',
+        fake_html,
+    )
+    assert {("icl-arith", "k=0", "student"), ("cot-arith", "direct", "base")} <= {f[:3] for f in filters}
+    assert {f[3] for f in filters} == {"both_right", "teacher_only", "student_only", "neither"}
+
+
+def _regress(run: Path, verdict: str, regressed: bool, note: str = "") -> None:
+    metrics = [
+        {
+            "suite": "icl-arith",
+            "variant": "k=4",
+            "metric": "exact_match",
+            "model": "student",
+            "baseline": 0.75,
+            "current": 0.5,
+            "diff": -0.25,
+            "margin": 0.02,
+            "p_value": 0.0004,
+            "p_holm": 0.0008,
+            "regressed": regressed,
+        },
+        {
+            "suite": "if-basic",
+            "variant": "default",
+            "metric": "exact_match" + note,
+            "model": "student-topk",
+            "baseline": 0.6,
+            "current": 0.61,
+            "diff": 0.01,
+            "margin": 0.02,
+            "p_value": 0.9,
+            "p_holm": 1.0,
+            "regressed": False,
+        },
+    ]
+    doc = {"baseline": "runs/before" + note, "current": "runs/after", "verdict": verdict, "metrics": metrics}
+    (run / "regress.json").write_text(json.dumps(doc))
+
+
+def test_regression_verdict_banner_and_marked_rows(tmp_path: Path) -> None:
+    run = write_fake_record(tmp_path / "run", n_items=4)
+    plain = render_html(read_record(run), tmp_path / "plain.html").read_text()
+    assert 'id="verdict"' not in plain and "▼ regressed" not in plain
+    _regress(run, "regression", True, note=HOSTILE[0])
+    html = render_html(read_record(run), tmp_path / "index.html").read_text()
+    assert html.index('id="verdict"') < html.index('id="headline"')  # at the top
+    assert '<section id="verdict" class="verdict verdict-regression">' in html
+    assert "Regression gate: regression</h2>" in html and "1 of 2 metrics regressed" in html
+    rows = re.findall(r"<tr( class=\"regressed\")?><td>([^<]*)</td>", html[html.index('id="verdict"') :])
+    assert rows[:2] == [(' class="regressed"', "icl-arith"), ("", "if-basic")]
+    assert "-0.250" in html and "&lt; 0.001" in html and "runs/before&lt;script&gt;" in html
+    # the student's k=4 score is marked in the icl-arith table, and nothing else is
+    suite = html[html.index('id="suite-icl-arith"') : html.index('id="suite-cot-arith"')]
+    k4 = suite[suite.index('<td class="mono">k=4') :].split("</tr>")[0]
+    cells = re.findall(r'<td class="num([^"]*)">', k4)
+    assert cells[1:5] == ["", "", " regressed", ""]  # n, teacher, base, student, student-topk
+    assert html.count("▼ regressed") == 2  # there and in the headline (its variant is k=4)
+    # a regressed metric that is not the suite's primary one is listed, but marks no score cell
+    doc = json.loads((run / "regress.json").read_text())
+    doc["metrics"][0].update(metric="inst_level_strict")
+    (run / "regress.json").write_text(json.dumps(doc))
+    other = render_html(read_record(run), tmp_path / "other.html").read_text()
+    assert "1 of 2 metrics regressed" in other and "▼ regressed" not in other
+    _regress(run, "pass", False)
+    passed = render_html(read_record(run), tmp_path / "pass.html").read_text()
+    assert 'class="verdict verdict-pass"' in passed and "none of 2 metrics regressed" in passed
+    assert "▼ regressed" not in passed
+
+
+def test_unreadable_regress_json_is_a_warning(tmp_path: Path) -> None:
+    run = write_fake_record(tmp_path / "run", n_items=2)
+    (run / "regress.json").write_text("{not json")
+    html = render_html(read_record(run), tmp_path / "index.html").read_text()
+    assert "verdict-unknown" in html and "regress.json could not be read" in html
+
+
+def test_diff_runs_rebuild_both_texts() -> None:
+    """Property check on random word soups: the runs give back both outputs, and their offsets point
+    at the teacher's text."""
+    rng = np.random.default_rng(0)
+    words = ["a ", "b ", "the ", "c.", " ", "d,", "é ", "😀 ", "\n"]
+    for _ in range(400):
+        teacher = "".join(rng.choice(words, rng.integers(1, 14)))
+        other = "".join(rng.choice(words, rng.integers(1, 14)))
+        runs = diff_runs(teacher, other)
+        if runs is None:
+            continue
+        assert "".join(t for op, _, _, t in runs if op >= 0) == other
+        assert "".join(t for op, _, _, t in runs if op <= 0) == teacher
+        utf16 = teacher.encode("utf-16-le")
+        assert all(utf16[2 * s : 2 * e].decode("utf-16-le") == t for op, s, e, t in runs if op <= 0)
