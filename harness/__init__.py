@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CompareConfig",
     "HarnessError",
+    "RunStore",
     "__version__",
     "compare",
     "load_backend",
@@ -19,6 +20,7 @@ __all__ = [
     "parse_model_spec",
     "read_record",
     "report",
+    "run_gate",
 ]
 
 if TYPE_CHECKING:
@@ -26,7 +28,9 @@ if TYPE_CHECKING:
     from harness.backends import load_backend, parse_model_spec
     from harness.config import CompareConfig
     from harness.errors import HarnessError
+    from harness.regress import run_gate
     from harness.results import load_run
+    from harness.store.index import RunStore
     from harness.store.record import read_record
 
 _LAZY = {
@@ -38,6 +42,8 @@ _LAZY = {
     "CompareConfig": "harness.config",
     "HarnessError": "harness.errors",
     "read_record": "harness.store.record",
+    "run_gate": "harness.regress",
+    "RunStore": "harness.store.index",
 }
 
 

@@ -106,6 +106,14 @@ def report_formats(run_dir: Path, formats: str = "html", out: Path | None = None
     return write_outputs(Path(run_dir), parse_formats(formats), html_out=out)
 
 
+def report_runs(run_a: Path, run_b: Path, formats: str = "html", out: Path | None = None) -> dict[str, Path]:
+    """Two runs side by side (A before, B after): html and/or md; {format: path}."""
+    from harness.report.compare_runs import write_comparison
+    from harness.report.outputs import parse_formats
+
+    return write_comparison(Path(run_a), Path(run_b), parse_formats(formats), out)
+
+
 def _render(run_dir: Path, out: Path | None) -> Path:
     from harness.report import render_html
     from harness.store.record import read_record

@@ -12,7 +12,7 @@ import functools
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,22 @@ from harness.kd import (
     summarize_divergences,
     teacher_topk,
 )
+from harness.kd_extras import kd_suites, student_turn, teacher_turn
+from harness.metrics.calibration import suite_calibration
 from harness.metrics.tokenizers import SEQUENCE_ONLY, TOKEN_LEVEL, compare_vocabularies, vocabulary_of
+from harness.regress import kd_per_sequence
 from harness.sequence import nll_summary
 from harness.store.cache import ResponseCache
 from harness.store.record import write_record
 from harness.suites.base import ItemResult, Request, Suite
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
+BLACK_BOX = "sequence-level only (black-box teacher)"
+BLACK_BOX_SKIP = (
+    "the teacher returns no logprobs (a black-box model), so token-level KD divergences cannot be computed: "
+    "only sequence-level checks apply (the student's NLL on the teacher's text, answer agreement, ROUGE)"
+)
+BLACK_BOX_NOTE = "black-box teacher (no logprobs): the KD section has sequence-level checks only"
 
 
 class _Run:
@@ -59,6 +68,7 @@ class _Run:
         self.kd_prompts: list[str] = []
         self.teacher_info: ModelInfo | None = None
         self.teacher_top: list[Any] = []
+        self.kd_extras: Any = None  # harness.kd_extras.TeacherExtras once the teacher's KD text exists
 
     def _report(self, phase: str) -> Callable[[int, int], None] | None:
         if self.progress is None:
@@ -99,13 +109,16 @@ class _Run:
             self.items.extend(suite.score(label, answers, render=render))
         return answers
 
-    def teacher_kd_text(self, label: str, backend: Backend, fingerprint: str) -> None:
+    def teacher_kd_text(
+        self, label: str, backend: Backend, fingerprint: str, token_level: bool = True
+    ) -> None:
         prompts = _kd_prompt_list(self, backend)
         self.kd_prompts = prompts
         requests = [Request(kind="generate", prompt=p, params=self.kd_params()) for p in prompts]
         answers = self._answer(label, "KD text", backend, fingerprint, requests)
         ids = [f"kd-{i}" for i in range(len(prompts))]
-        self.kd_sequences = build_sequences(backend, prompts, [answers[r].token_ids for r in requests], ids)
+        generated = [answers[r].token_ids for r in requests]
+        self.kd_sequences = build_sequences(backend, prompts, generated, ids) if token_level else []
         # kept for the checks that need only text (a student with another tokenizer), and the verdict
         self.kd_texts: list[str] = [answers[r].text for r in requests]
         self.teacher_vocab: tuple[dict[str, int], dict[str, str]] | None = _vocabulary(backend)
@@ -137,6 +150,20 @@ def _tokenizer_verdict(run: _Run, student: Backend, t_info: ModelInfo, s_info: M
         verdict["identical"] = verdict["identical"] and same_id
         verdict["verdict"] = TOKEN_LEVEL if verdict["identical"] else SEQUENCE_ONLY
     return verdict
+
+
+def _text_only(run: _Run, base: dict[str, Any], student: Backend, reason: str) -> dict[str, Any]:
+    """A KD entry without token-level divergences: why, and the student's NLL on the teacher's text
+    (re-tokenized its own way) when the student can score text."""
+    caps = student.capabilities()
+    base["skipped"] = reason
+    base["nll"] = {
+        "text": "teacher generations",
+        "tokenization": "each model's own (the teacher's text re-tokenized for the student)",
+        "student": _nll_retokenized(run, student) if caps.full_vocab_logprobs or caps.max_top_k else None,
+        "teacher": None,
+    }
+    return base
 
 
 def _nll_retokenized(run: _Run, student: Backend) -> dict[str, Any]:
@@ -206,6 +233,8 @@ def _rss_bytes() -> int | None:
 
 def check_context(label: str, backend: Backend, requests: list[Request]) -> None:
     """A prompt longer than the model's context window is a user error, caught before any generation."""
+    if not backend.info().extra.get("can_tokenize", True):
+        return  # a served model without a tokenizer here: its server refuses an overlong prompt itself
     limit = backend.info().max_context
     generate = [r for r in requests if r.kind == "generate"]
     lengths = [len(ids) for ids in backend.tokenize([r.prompt for r in generate])] if generate else []
@@ -272,9 +301,29 @@ def _kd_mode(config: CompareConfig, teacher: Backend) -> str:
         raise HarnessError(
             "--kd-mode exact needs full-vocabulary logprobs from the teacher's backend: use hf"
         )
+    if teacher.capabilities().max_top_k == 0 and not teacher.capabilities().full_vocab_logprobs:
+        return BLACK_BOX  # no logprobs at all (an API teacher): text-level checks only
     if config.kd_mode != "auto":
         return EXACT if config.kd_mode == "exact" else LOWER_BOUND
     return EXACT if teacher.capabilities().full_vocab_logprobs else LOWER_BOUND
+
+
+def _fit_top_k(run: _Run, teacher: Backend) -> CompareConfig:
+    """The run's config with kd_top_k lowered to what a (served) teacher returns, noted in the report."""
+    limit = teacher.capabilities().max_top_k
+    if run.config.kd_top_k <= limit:
+        return run.config
+    run.notes.append(f"the teacher returns at most {limit} top logprobs: KD lower bound over its top-{limit}")
+    run.config = replace(run.config, kd_top_k=limit)
+    return run.config
+
+
+def _scores_targets(student: Backend, mode: str) -> bool:
+    """Whether the student can be scored on the teacher's tokens in this KD mode."""
+    caps = student.capabilities()
+    return mode != BLACK_BOX and (
+        caps.full_vocab_logprobs or (mode == LOWER_BOUND and caps.target_token_logprobs)
+    )
 
 
 def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress | None = None) -> Path:
@@ -289,11 +338,16 @@ def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress |
     run.answer_suites(teacher_spec.label, teacher, t_info.fingerprint)
     mode = _kd_mode(config, teacher) if config.kd else "off"
     if config.kd:
-        run.teacher_kd_text(teacher_spec.label, teacher, t_info.fingerprint)
+        run.teacher_kd_text(teacher_spec.label, teacher, t_info.fingerprint, token_level=mode != BLACK_BOX)
+        if mode == BLACK_BOX:
+            run.notes.append(BLACK_BOX_NOTE)
         if mode == LOWER_BOUND:
+            config = _fit_top_k(run, teacher)
             run.teacher_top = teacher_topk(
                 teacher, t_info.fingerprint, run.kd_sequences, config.kd_top_k, run.cache
             )
+        if mode != BLACK_BOX:
+            run.kd_extras = teacher_turn(run, teacher, t_info, mode, teacher_spec.label)
     if mode != EXACT:
         teacher.close()
     for role, spec in roles[1:]:
@@ -302,6 +356,11 @@ def run_compare(config: CompareConfig, suites: list[Suite], progress: Progress |
         run.answer_suites(spec.label, student, s_info.fingerprint)
         if config.kd:
             run.kd[spec.label] = _kd_for_student(run, mode, teacher, student, t_info, s_info, spec.label)
+            if _scores_targets(student, mode):
+                extras = student_turn(
+                    run, mode, teacher, student, t_info, s_info, spec.label, run.kd[spec.label]
+                )
+                run.kd[spec.label].update(extras)
         student.close()
     if mode == EXACT:
         teacher.close()
@@ -322,18 +381,19 @@ def _kd_for_student(
         "temperatures": {},
     }
     base["tokenizer"] = _tokenizer_verdict(run, student, t_info, s_info)
+    if mode == BLACK_BOX:
+        return _text_only(run, base, student, BLACK_BOX_SKIP)
     if not base["tokenizer"]["identical"]:
-        base["skipped"] = (
+        reason = (
             f"{label} has a different tokenizer from the teacher (its vocabulary differs), so token-level "
             "divergences are undefined: only sequence-level checks apply"
         )
-        base["nll"] = {
-            "text": "teacher generations",
-            "tokenization": "each model's own (the teacher's text re-tokenized for the student)",
-            "student": _nll_retokenized(run, student),
-            "teacher": None,
-        }
-        return base
+        return _text_only(run, base, student, reason)
+    if not _scores_targets(student, mode):
+        reason = (
+            f"{label}'s backend returns no logprobs of the teacher's tokens: only sequence-level checks apply"
+        )
+        return _text_only(run, base, student, reason)
     if not run.kd_sequences:
         base["skipped"] = "the teacher generated no text to score"
         return base
@@ -355,6 +415,9 @@ def _kd_for_student(
         }
         base["n_tokens"] = int(sum(len(d.forward_kl) for d in next(iter(per_t.values()))))
         base.update(_kd_extras(run, per_t, scores.tokens, run.kd_sequences, student, "teacher generations"))
+        base["suites"] = kd_suites(run, run.kd_sequences, per_t)
+        if 1.0 in per_t:  # per-sequence values the regression gate pairs across runs
+            base["per_sequence"] = kd_per_sequence(run.kd_sequences, per_t[1.0])
         base["on_policy"] = _on_policy(run, teacher, student, pair, label)
     else:
         divs, coverage, tokens = lower_bound_divergences(
@@ -366,8 +429,10 @@ def _kd_for_student(
             sum(float(c.sum()) for c in coverage) / max(1, sum(len(c) for c in coverage))
         )
         base["coverage"] = coverage_summary(coverage)
+        base["per_sequence"] = kd_per_sequence(run.kd_sequences, divs)
         base["n_tokens"] = int(sum(len(d.forward_kl) for d in divs))
         base.update(_kd_extras(run, {1.0: divs}, tokens, run.kd_sequences, student, "teacher generations"))
+        base["suites"] = kd_suites(run, run.kd_sequences, {1.0: divs})
         if any(t != 1.0 for t in config.kd_temperatures):
             run.notes.append(
                 "KD at T != 1 needs full-vocabulary logprobs; only T = 1 (lower bound) was computed"
@@ -407,6 +472,7 @@ def _on_policy(
     entry["n_sequences"] = len(sequences)
     entry["n_tokens"] = int(sum(len(d.forward_kl) for d in next(iter(per_t.values()))))
     entry.update(_kd_extras(run, per_t, scores.tokens, sequences, student, "student generations"))
+    entry["suites"] = kd_suites(run, sequences, per_t)
     return entry
 
 
@@ -444,6 +510,7 @@ def _finish(run: _Run, mode: str, started: float) -> Path:
             groups={s.info().name: g for s in run.suites if (g := s.info().group)},
         ),
         "cost": cost_summary(run.models, suites),
+        "calibration": suite_calibration(run.items),  # ECE of multiple-choice suites, per model
         "notes": run.notes,
     }
     manifest = {

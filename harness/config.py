@@ -35,6 +35,7 @@ class CompareConfig:
     kd_max_sequences: int = 48  # teacher generations scored, an even share from each suite
     kd_top_k: int = 20
     kd_mode: str = "auto"  # auto | exact | lower-bound
+    kd_cka_positions: int = 1024  # token positions sampled for linear CKA of hidden states (0 = no CKA)
     chunk_size: int = 256  # requests per engine call: big enough to batch well, small enough to resume
     engine_args: dict[str, Any] = field(default_factory=dict)
 
@@ -57,6 +58,10 @@ class CompareConfig:
             raise HarnessError("no suites selected: pass --suite NAME (see `harness suites`)")
         if not self.students:
             raise HarnessError("no student given: `harness compare TEACHER STUDENT [STUDENT...]`")
+        if self.kd_cka_positions < 0:
+            raise HarnessError(
+                f"--kd-cka-positions {self.kd_cka_positions}: use a number >= 0 (0 turns CKA off)"
+            )
         if self.kd_mode not in ("auto", "exact", "lower-bound"):
             raise HarnessError(f"--kd-mode {self.kd_mode!r}: use auto, exact or lower-bound")
         for t in self.kd_temperatures:
@@ -71,7 +76,7 @@ class CompareConfig:
 
 def check_model_path(role: str, spec: ModelSpec) -> None:
     """A local-looking path must exist; a hub id (org/name) is left to the backend."""
-    if spec.backend == "mock":
+    if spec.backend in ("mock", "openai"):  # not a folder: a scripted model or a URL
         return
     path = Path(spec.path).expanduser()
     looks_local = spec.path.startswith((".", "/", "~")) or path.exists() or spec.path.count("/") != 1

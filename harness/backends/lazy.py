@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,7 +59,9 @@ class _TokenizerOnly(common.TokenizerText):
 Loader = Callable[[], tuple[Backend, float, int | None]]  # the backend, seconds to start, memory added
 
 
-_OWN = frozenset({"_engine", "_load", "_engine_class", "_cache", "_info", "_caps", "on_start"})
+_OWN = frozenset(
+    {"_engine", "_load", "_engine_class", "_cache", "_info", "_caps", "on_start", "_call_engine"}
+)
 
 
 class LazyBackend:
@@ -173,10 +176,20 @@ class LazyBackend:
         return self.engine().score_tokens(requests)
 
     def __getattr__(self, name: str) -> Any:
-        """Anything else a backend offers (hidden states, ...) is the engine's."""
+        """Anything else a backend offers (hidden states, ...) is the engine's. Before it starts, only what
+        its class defines exists (so `hasattr` starts nothing), and a method starts it when called."""
         if name.startswith("__") or name in _OWN:
             raise AttributeError(name)
+        if self._engine is None:
+            attribute = getattr(self._engine_class, name, None)
+            if attribute is None:
+                raise AttributeError(f"{self._engine_class.__name__} has no attribute {name!r}")
+            if callable(attribute):
+                return functools.partial(self._call_engine, name)
         return getattr(self.engine(), name)
+
+    def _call_engine(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.engine(), name)(*args, **kwargs)
 
     def close(self) -> None:
         if self._engine is not None:

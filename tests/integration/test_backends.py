@@ -309,3 +309,25 @@ def test_lazy_backend_answers_identity_and_text_without_starting_its_engine(
     request = [GenerationRequest(PROMPTS[0], SamplingParams(max_tokens=3))]
     assert second.generate(request) == vllm_tiny.generate(request) and starts == [1, 1]
     cache.close()
+
+
+def test_lazy_backend_optional_methods_start_nothing_until_called(
+    hf_tiny: Any, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from harness.backends.hf import HFBackend
+    from harness.backends.lazy import LazyBackend
+    from harness.store.cache import ResponseCache
+
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    starts: list[int] = []
+
+    def start() -> tuple[Any, float, None]:
+        starts.append(1)
+        return hf_tiny, 0.5, None
+
+    LazyBackend("hf", str(tiny_model_dir), {}, start, HFBackend, cache).info()  # stores the identity
+    lazy = LazyBackend("hf", str(tiny_model_dir), {}, start, HFBackend, cache)
+    assert hasattr(lazy, "hidden_features") and not hasattr(lazy, "no_such_method") and starts == [1]
+    layers = lazy.n_hidden_layers()  # a method of the engine: calling it starts the engine
+    assert starts == [1, 1] and layers == hf_tiny.n_hidden_layers()
+    cache.close()
