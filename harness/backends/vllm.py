@@ -38,6 +38,7 @@ DEFAULT_MAX_LOGPROBS = 20
 # 2 GiB holds ~45k tokens of SmolLM2-135M's KV cache: room for ~25 BBH CoT sequences (1.5k-token
 # prompts plus generation) at once; 512 MiB fitted only ~6, and batching suffered.
 CPU_KV_CACHE_BYTES = 2 << 30
+ROWS_ARG = "harness_scored_rows"  # SamplingParams.extra_args key: the prompt-logprob rows a request needs
 
 
 def _cpu_only() -> bool:
@@ -237,7 +238,14 @@ class VLLMBackend(common.TokenizerText):
             common.validate_score_request(r, self._vocab)
             self._check_len(list(r.token_ids), 1, "scored sequence")
             params.append(
-                VSP(max_tokens=1, detokenize=False, flat_logprobs=True, **self._score_args(r, full_ok))
+                VSP(
+                    max_tokens=1,
+                    detokenize=False,
+                    flat_logprobs=True,
+                    # the rows it scores: full-vocabulary rows of the context are never copied
+                    extra_args={ROWS_ARG: len(r.token_ids) - r.start},
+                    **self._score_args(r, full_ok),
+                )
             )
         use_raw = any(p.prompt_logprobs == -1 for p in params)
         with _raw_prompt_logprobs(use_raw):
@@ -364,21 +372,33 @@ def _raw_prompt_logprobs(active: bool) -> Iterator[bool]:
         yield False
         return
     original = getattr(LogprobsProcessor, "_update_prompt_logprobs", None)
-    if not active or original is None:
+    original_new = getattr(LogprobsProcessor, "from_new_request", None)
+    if not active or original is None or original_new is None:
         yield False
         return
+
+    def new(cls: Any, tokenizer: Any, request: Any) -> Any:
+        processor = original_new.__func__(cls, tokenizer, request)
+        extra = getattr(request.sampling_params, "extra_args", None) or {}
+        if isinstance(processor.prompt_logprobs, FlatLogprobs) and ROWS_ARG in extra:
+            processor.prompt_logprobs.__dict__[ROWS_ARG] = int(extra[ROWS_ARG])
+        return processor
 
     def update(self: Any, tensors: Any) -> None:
         plp = self.prompt_logprobs
         if self.num_prompt_logprobs == -1 and self.tokenizer is None and isinstance(plp, FlatLogprobs):
             token_ids, logprobs = tensors[0], tensors[1]
+            # only the rows the request scores: the rest (its context's positions) is never copied
+            rows = plp.__dict__.get(ROWS_ARG) or token_ids.shape[0]
             chunks = plp.__dict__.setdefault("harness_raw", [])
-            chunks.append((token_ids.clone(), logprobs.clone()))
+            chunks.append((token_ids[-rows:].clone(), logprobs[-rows:].clone()))
             return
         original(self, tensors)
 
     LogprobsProcessor._update_prompt_logprobs = update  # type: ignore[method-assign,assignment]
+    LogprobsProcessor.from_new_request = classmethod(new)  # type: ignore[method-assign,assignment]
     try:
         yield True
     finally:
         LogprobsProcessor._update_prompt_logprobs = original  # type: ignore[method-assign]
+        LogprobsProcessor.from_new_request = original_new  # type: ignore[method-assign]

@@ -331,3 +331,17 @@ def test_lazy_backend_optional_methods_start_nothing_until_called(
     layers = lazy.n_hidden_layers()  # a method of the engine: calling it starts the engine
     assert starts == [1, 1] and layers == hf_tiny.n_hidden_layers()
     cache.close()
+
+
+def test_vllm_long_context_scores_keep_only_the_scored_rows(vllm_tiny: Any, hf_tiny: Any) -> None:
+    """Full-vocabulary prompt logprobs of a long context: only the scored tail is copied out of vLLM,
+    and it equals the transformers backend's."""
+    ids = tuple(hf_tiny.tokenize([" ".join([TEXT] * 6)])[0])
+    start = len(ids) - 12
+    reqs = [ScoreRequest(ids, start=start, top_k=5, full_vocab=True), ScoreRequest(ids[:-3], start=start - 7)]
+    a, b = vllm_tiny.score_tokens(reqs), hf_tiny.score_tokens(reqs)
+    for r, x, y in zip(reqs, a, b, strict=True):
+        assert x.n_positions == len(r.token_ids) - r.start
+        np.testing.assert_allclose(x.token_logprobs, y.token_logprobs, atol=TOL)
+    assert a[0].full_logprobs is not None and b[0].full_logprobs is not None
+    np.testing.assert_allclose(a[0].full_logprobs, b[0].full_logprobs, atol=TOL)
