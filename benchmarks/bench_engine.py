@@ -85,7 +85,7 @@ def suite_args(args: argparse.Namespace) -> list[str]:
 def compare_cmd(args: argparse.Namespace, student: Path, out: Path, cache: Path, *, kd: bool) -> list[str]:
     cmd = [sys.executable, "-m", "harness", "compare", str(args.teacher), str(student), *suite_args(args)]
     cmd += ["--no-report", "--cache-dir", str(cache), "--out", str(out), "--backend", "vllm"]
-    return cmd + ([] if kd else ["--no-kd"])
+    return cmd + (["--kd-max-sequences", str(args.kd_max_sequences)] if kd else ["--no-kd"])
 
 
 def engine_seconds(run_dir: Path) -> dict[str, float]:
@@ -310,6 +310,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=8)
     p.add_argument("--max-gen-tokens", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument(
+        "--kd-max-sequences", type=int, default=48, help="KD sequences in the kd and nightly setups"
+    )
     p.add_argument("--setups", default=",".join(SETUPS))
     p.add_argument("--json", type=Path)
     p.add_argument("--keep", action="store_true", help="keep the work folder")
