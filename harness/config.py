@@ -10,7 +10,7 @@ from typing import Any
 from harness.backends import ModelSpec
 from harness.errors import HarnessError
 
-DEFAULT_SUITES = ("icl-basic", "cot-basic", "if-basic")
+DEFAULT_SUITES = ("icl-basic", "cot-basic", "if-basic", "mc-basic")
 
 
 @dataclass(frozen=True)

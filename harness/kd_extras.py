@@ -44,16 +44,38 @@ class TeacherExtras:
     features_skipped: str | None = None
 
 
-def _per_suite(run: Any) -> int:
-    return -(-run.config.kd_max_sequences // max(1, len(run.suites)))
+def _suite_prompts(run: Any, backend: Backend) -> list[tuple[str, list[str]]]:
+    """(suite, its KD prompts rendered with `backend`'s chat template) of the suites that have any
+    (a multiple-choice suite generates nothing, so it has none)."""
+    prompts = [(s.info().name, s.kd_prompts(render=backend.apply_chat_template)) for s in run.suites]
+    return [(name, found) for name, found in prompts if found]
+
+
+def _per_suite(run: Any, backend: Backend) -> int:
+    """An even share of kd_max_sequences for each suite that has KD prompts (ceil)."""
+    return -(-run.config.kd_max_sequences // max(1, len(_suite_prompts(run, backend))))
+
+
+def kd_prompt_owners(run: Any, backend: Backend) -> dict[str, str]:
+    """The KD prompts rendered with `backend`'s chat template, an even share from each suite that has
+    any, deduplicated in order; each mapped to the first suite that has it."""
+    suites = _suite_prompts(run, backend)
+    share = -(-run.config.kd_max_sequences // max(1, len(suites)))
+    owner: dict[str, str] = {}
+    for name, prompts in suites:
+        for prompt in prompts[:share]:
+            owner.setdefault(prompt, name)
+    return owner
+
+
+def kd_prompt_list(run: Any, backend: Backend) -> list[str]:
+    """The KD prompts rendered with `backend`'s chat template: an even share from each suite, deduplicated."""
+    return list(kd_prompt_owners(run, backend))
 
 
 def _prompt_suites(run: Any, backend: Backend) -> list[str]:
     """The suite each KD prompt came from (the first suite that has it, as the prompt list dedups)."""
-    owner: dict[str, str] = {}
-    for suite in run.suites:
-        for prompt in suite.kd_prompts(render=backend.apply_chat_template)[: _per_suite(run)]:
-            owner.setdefault(prompt, suite.info().name)
+    owner = kd_prompt_owners(run, backend)
     return [owner.get(p, "?") for p in run.kd_prompts]
 
 
@@ -61,7 +83,7 @@ def teacher_turn(run: Any, teacher: Backend, t_info: ModelInfo, mode: str, label
     """Gold sequences (and the teacher's top-k on them in lower-bound mode) and the teacher's features."""
     started = time.perf_counter()
     config = run.config
-    gold = build_gold(run.suites, teacher, _per_suite(run), config.kd_max_tokens)
+    gold = build_gold(run.suites, teacher, _per_suite(run, teacher), config.kd_max_tokens)
     extras = TeacherExtras(_prompt_suites(run, teacher), gold)
     if mode == LOWER_BOUND and gold.sequences:
         extras.gold_top = teacher_topk(

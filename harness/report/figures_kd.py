@@ -104,7 +104,20 @@ def cka_view(cka: Any) -> dict[str, Any] | None:
     if not cka:
         return None
     skipped = cka.get("skipped")
-    return {"skipped": str(skipped) if skipped else "", "heatmap": None if skipped else cka_heatmap(cka)}
+    backends = as_dict(cka.get("features_backend"))
+    source = "; ".join(f"{who}: {backends[who]}" for who in ("teacher", "student") if backends.get(who))
+    return {
+        "skipped": str(skipped) if skipped else "",
+        "heatmap": None if skipped else cka_heatmap(cka),
+        "about": "" if skipped else _cka_about(cka, source),
+    }
+
+
+def _cka_about(cka: dict[str, Any], source: str) -> str:
+    """One line under the heatmap: on what, how many positions, and which backend gave the hidden states."""
+    parts = [str(cka.get("method") or "linear CKA"), f"{cka.get('n_positions', '?')} positions of"]
+    parts.append(f"{cka.get('n_sequences', '?')} {cka.get('text') or 'sequences'}")
+    return " ".join(parts) + (f"; hidden states from {source}" if source else "")
 
 
 def reliability_chart(per_model: dict[str, Any], order: list[str]) -> dict[str, Any] | None:

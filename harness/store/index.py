@@ -12,16 +12,17 @@ Commit is atomic: the record is copied (or moved) into `.tmp/`, every file fsync
 rename leaves nothing listed; a crash between the rename and the index is repaired on the next listing
 (a COMPLETE folder under runs/ that the index lacks is indexed). A failed write (a full disk) removes
 what it wrote and leaves every earlier record as it was.
+
+Names (default store, run ids, tags, --since) are in names.py, the durable copy in files.py, and the
+plain-text views of `harness runs` in views.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sqlite3
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, InfrastructureError
+from harness.store.files import _copy_tree, _fsync_tree, _infra
+from harness.store.names import _now, check_tag, default_store, new_run_id, parse_since
 from harness.store.record import COMPLETE_MARKER, fsync_dir, read_record
 
-STORE_ENV = "HARNESS_STORE"
 INDEX_VERSION = 1
-TAG_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, path TEXT NOT NULL, created TEXT, committed TEXT, harness_version TEXT,
@@ -47,14 +48,6 @@ CREATE TABLE IF NOT EXISTS run_suites (
 CREATE TABLE IF NOT EXISTS tags (tag TEXT PRIMARY KEY, run_id TEXT NOT NULL, tagged TEXT);
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
 """
-
-
-def default_store() -> Path:
-    """$HARNESS_STORE, else $XDG_DATA_HOME/distill-harness/store (~/.local/share/...)."""
-    root = os.environ.get(STORE_ENV) or os.path.join(
-        os.environ.get("XDG_DATA_HOME", os.path.expanduser("~/.local/share")), "distill-harness", "store"
-    )
-    return Path(root)
 
 
 @dataclass(frozen=True)
@@ -75,43 +68,6 @@ class StoredRun:
     @property
     def students(self) -> list[str]:
         return [label for label, role, _, _ in self.models if role == "student"]
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def new_run_id() -> str:
-    """Sortable by time, unique across processes: 20261124T221500Z-1a2b3c4d."""
-    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-
-
-def _fsync_tree(root: Path) -> None:
-    for folder, _, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(folder, name), "rb") as handle:
-                os.fsync(handle.fileno())
-        fsync_dir(Path(folder))
-
-
-def _copy_tree(src: Path, dst: Path) -> None:
-    """Copy a run folder file by file, fsyncing each; the first failed write (ENOSPC, EFBIG) raises."""
-    for folder, _, files in os.walk(src):
-        target = dst / Path(folder).relative_to(src)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            if name.startswith(".") and name.endswith(".tmp"):
-                continue  # an atomic write in flight in the source
-            with open(os.path.join(folder, name), "rb") as fin, open(target / name, "wb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
-                fout.flush()
-                os.fsync(fout.fileno())
-        fsync_dir(target)
-
-
-def _infra(action: str, exc: OSError) -> InfrastructureError:
-    reason = exc.strerror or str(exc)
-    return InfrastructureError(f"{action} failed ({reason}): nothing was committed, earlier runs are intact")
 
 
 class RunStore:
@@ -413,24 +369,6 @@ class RunStore:
         shutil.rmtree(self.staging(run_id), ignore_errors=True)
 
 
-def check_tag(tag: str) -> None:
-    if not TAG_PATTERN.match(tag) or tag == "latest":
-        raise HarnessError(
-            f"tag {tag!r} is invalid: start with a letter, then letters, digits, '.', '_' or '-' "
-            "(at most 64), and not 'latest'"
-        )
-
-
-def parse_since(text: str) -> str:
-    """An ISO date/time ('2026-11-01', '2026-11-01T12:00') or 'Nd' (the last N days) as an ISO string."""
-    match = re.fullmatch(r"(\d+)d", text.strip())
-    if match:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 86400 * int(match.group(1))))
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?Z?)?", text.strip()):
-        return text.strip().replace(" ", "T")
-    raise HarnessError(f"--since {text!r}: give a date like 2026-11-01 (or 2026-11-01T12:00) or 7d")
-
-
 def resolve(store: Path | str | None, ref: str) -> Path:
     """A run folder for `ref`: an existing folder, else a run id, tag, `latest` or id prefix in the store."""
     path = Path(ref).expanduser()
@@ -444,42 +382,3 @@ def resolve(store: Path | str | None, ref: str) -> Path:
         )
     with RunStore(root) as store_:
         return store_.run_path(store_.resolve_id(ref))
-
-
-# -- plain-text views for `harness runs` ---------------------------------------------------------------
-def format_runs(runs: list[StoredRun]) -> str:
-    if not runs:
-        return "no runs match"
-    lines = [f"{'run':30s} {'created':20s} {'verdict':10s} {'students':24s} {'suites':24s} tags"]
-    for run in runs:
-        lines.append(
-            f"{run.run_id:30s} {run.created:20s} {run.verdict or '-':10s} {','.join(run.students)[:24]:24s} "
-            f"{','.join(run.suites)[:24]:24s} {','.join(run.tags)}"
-        )
-    return "\n".join(lines)
-
-
-def format_run(run: StoredRun) -> str:
-    """One run: identity, models with fingerprints, tags, verdict, and each suite's headline scores."""
-    from harness.regress import headline_variant
-
-    lines = [f"run:      {run.run_id}", f"path:     {run.path}", f"created:  {run.created}"]
-    lines += [
-        f"tags:     {', '.join(run.tags) or '-'}",
-        f"verdict:  {run.verdict or '-'} (baseline {run.baseline or '-'})",
-    ]
-    for label, role, spec, fingerprint in run.models:
-        lines.append(f"model:    {label} ({role}) {spec} fingerprint {fingerprint[:16]}")
-    record = read_record(run.path)
-    for suite, summary in record.metrics.get("suites", {}).items():
-        if not isinstance(summary, dict) or summary.get("group") is not None:
-            continue
-        variant = headline_variant(summary)
-        rows = summary.get("variants", {}).get(variant, {}) if variant else {}
-        scores = ", ".join(
-            f"{model} {rows[model]['score']:.3f}"
-            for model in sorted(rows, key=lambda m: (m != run.teacher, m))
-            if isinstance(rows[model].get("score"), float)
-        )
-        lines.append(f"suite:    {suite} {variant}: {scores}")
-    return "\n".join(lines)

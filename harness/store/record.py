@@ -46,7 +46,9 @@ Keys added since (all optional, readers must not require them):
     summary}}}}; KDSummary += "gold" (a KDSummary of the suites' gold reference texts, + "suites",
     "suites_skipped" {suite: reason}) and "cka" {text, method, n_positions, n_sequences, teacher_layers,
     student_layers, matrix [[float|None]] (teacher layer rows x student layer columns, 0 = embeddings),
-    best_teacher_layer [int|None], skipped: str|None} (linear CKA of hidden states, harness.kd_cka).
+    best_teacher_layer [int|None], skipped: str|None, features_backend {teacher, student: str},
+    features_source {teacher, student: {backend, side_loaded, device, dtype, seconds, ...}}} (linear CKA of
+    hidden states, harness.kd_cka; a vLLM model's hidden states come from a transformers side-load).
   metrics.json += "calibration" {method, n_bins, suites: {suite: {variant: {model: {ece, mce, n, n_bins,
     accuracy, mean_confidence, bins: [{lo, hi, n, confidence, accuracy}]}}}}, skipped: str|None}
     (ECE of multiple-choice suites, harness.metrics.calibration).

@@ -1,4 +1,4 @@
-"""Task suites: user-writable suite files over lm-eval task YAML; three built-ins in `tasks/`.
+"""Task suites: user-writable suite files over lm-eval task YAML; four built-ins in `tasks/`.
 
 Importing this package is cheap; lm-eval is imported when a suite is loaded.
 """

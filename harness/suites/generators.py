@@ -1,4 +1,4 @@
-"""Seeded generators for the data of the three built-in suites (written by this project).
+"""Seeded generators for the data of the four built-in suites (written by this project).
 
 `python -m harness.suites.generators [TASKS_DIR]` rewrites tasks/*/data/*.jsonl; a unit test
 regenerates into a temporary folder and compares byte for byte. The items are calibrated to
@@ -243,10 +243,92 @@ def if_data(
     return {"test": rows}
 
 
+# -- MC: four-choice questions with one verifiable answer, scored by log-likelihood -----------------
+CATEGORIES = {
+    "a fruit": ["apple", "banana", "grape", "pear", "mango", "strawberry", "pineapple", "melon"],
+    "an animal": ["dog", "cat", "horse", "cow", "lion", "tiger", "rabbit", "sheep"],
+    "a color": ["red", "blue", "green", "yellow", "purple", "pink", "brown", "gray"],
+    "a vehicle": ["car", "bus", "truck", "train", "bicycle", "boat", "airplane", "motorcycle"],
+    "a piece of furniture": ["chair", "table", "bed", "sofa", "desk", "shelf", "cupboard", "stool"],
+    "a part of the body": ["hand", "foot", "nose", "ear", "arm", "leg", "knee", "elbow"],
+}
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September"]
+MONTHS += ["October", "November", "December"]
+MC_KINDS = ("category", "opposite", "next", "sum")
+
+
+def _mc_category(rng: random.Random, index: int) -> tuple[str, str, list[str]]:
+    names = sorted(CATEGORIES)
+    name = names[index % len(names)]
+    others = [w for other in names if other != name for w in CATEGORIES[other]]
+    return f"Which word names {name}?", rng.choice(CATEGORIES[name]), rng.sample(others, 3)
+
+
+def _mc_opposite(rng: random.Random, index: int) -> tuple[str, str, list[str]]:
+    pairs = antonym_pairs()
+    word, answers = pairs[rng.randrange(len(pairs))]
+    pool = sorted({a[0] for w, a in pairs if w != word and a[0] not in answers and a[0] != word})
+    return f"What is the opposite of {word}?", answers[0], rng.sample(pool, 3)
+
+
+def _mc_next(rng: random.Random, index: int) -> tuple[str, str, list[str]]:
+    what, names = ("day", DAYS) if rng.random() < 0.4 else ("month", MONTHS)
+    i = rng.randrange(len(names))
+    answer = names[(i + 1) % len(names)]
+    pool = [n for n in names if n not in (answer, names[i])]
+    return f"Which {what} comes after {names[i]}?", answer, rng.sample(pool, 3)
+
+
+def _mc_sum(rng: random.Random, index: int) -> tuple[str, str, list[str]]:
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    pool = [str(n) for n in range(2, 19) if n != a + b]
+    return f"What is {a} plus {b}?", str(a + b), rng.sample(pool, 3)
+
+
+MC_MAKERS: dict[str, Callable[[random.Random, int], tuple[str, str, list[str]]]] = {
+    "category": _mc_category,
+    "opposite": _mc_opposite,
+    "next": _mc_next,
+    "sum": _mc_sum,
+}
+
+
+def mc_data(seed: int = SEED, n_test: int = 48, n_train: int = 16) -> dict[str, list[dict[str, Any]]]:
+    """Test questions and a disjoint few-shot pool, the four kinds in turn; the gold choice sits at
+    each of the four places equally often (seeded order), so always picking one place scores 25%."""
+    rng = random.Random(seed + 4)
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()  # question and answer: a category question recurs with other words
+    n = n_test + n_train
+    places: list[int] = []
+    for size in (n_test, n_train):
+        block = [i % 4 for i in range(size)]
+        rng.shuffle(block)
+        places += block
+    for _ in range(100 * n):
+        if len(rows) == n:
+            break
+        kind = MC_KINDS[len(rows) % len(MC_KINDS)]
+        question, answer, wrong = MC_MAKERS[kind](rng, len(rows) // len(MC_KINDS))
+        if f"{question} {answer}" in seen:
+            continue
+        seen.add(f"{question} {answer}")
+        label = places[len(rows)]
+        choices = wrong[:label] + [answer] + wrong[label:]
+        split = "test" if len(rows) < n_test else "train"
+        ident = f"mc-{len(rows):03d}" if split == "test" else f"mc-ex-{len(rows) - n_test:02d}"
+        rows.append({"id": ident, "kind": kind, "question": question, "choices": choices, "label": label})
+    if len(rows) < n:
+        raise ValueError(f"only {len(rows)} distinct questions for {n} items: lower n_test or n_train")
+    return {"test": rows[:n_test], "train": rows[n_test:]}
+
+
 GENERATORS: dict[str, Callable[[], dict[str, list[dict[str, Any]]]]] = {
     "icl-basic": icl_data,
     "cot-basic": cot_data,
     "if-basic": if_data,
+    "mc-basic": mc_data,
 }
 
 

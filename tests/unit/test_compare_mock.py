@@ -96,7 +96,7 @@ def _config(tmp_path: Path, **kw: object) -> CompareConfig:
 @pytest.fixture()
 def scripted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Route load_backend to mock backends with per-model scripts and noise; count loads."""
-    from harness import compare as compare_module
+    from harness import models as models_module
     from harness.backends.mock import MockBackend
 
     loads: dict[str, int] = {}
@@ -108,7 +108,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
             spec.path, script=script, noise={"teacher": 0.5, "student": 0.6, "base": 3.0}[spec.path]
         )
 
-    monkeypatch.setattr(compare_module, "load_backend", fake_load)
+    monkeypatch.setattr(models_module, "load_backend", fake_load)
     return loads
 
 
@@ -191,11 +191,11 @@ def test_missing_model_folder(tmp_path: Path) -> None:
 
 
 def test_prompt_longer_than_the_context_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import compare as compare_module
+    from harness import models as models_module
     from harness.backends.mock import MockBackend
 
     monkeypatch.setattr(
-        compare_module, "load_backend", lambda spec, **_: MockBackend(spec.path, max_context=12)
+        models_module, "load_backend", lambda spec, **_: MockBackend(spec.path, max_context=12)
     )
     with pytest.raises(HarnessError, match="exceeds teacher's context window of 12 tokens"):
         run_compare(_config(tmp_path), [EchoSuite()])

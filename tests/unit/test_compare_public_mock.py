@@ -31,14 +31,14 @@ def _student_script(prompt: str) -> str:
 
 @pytest.fixture()
 def mocked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import compare as compare_module
+    from harness import models as models_module
     from harness.backends.mock import MockBackend
 
     def fake_load(spec, **_):  # type: ignore[no-untyped-def]
         script = {"teacher": _teacher_script, "student": _student_script}[spec.path]
         return MockBackend(spec.path, script=script, noise=0.5, max_context=16384)
 
-    monkeypatch.setattr(compare_module, "load_backend", fake_load)
+    monkeypatch.setattr(models_module, "load_backend", fake_load)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 

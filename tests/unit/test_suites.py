@@ -39,7 +39,7 @@ def test_builtin_suites_are_listed_with_their_variants(monkeypatch: pytest.Monke
     monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     infos = {info.name: info for info in list_suites()}
-    assert set(infos) == {"icl-basic", "cot-basic", "if-basic", "gsm8k-cot", "bbh", "ifeval"}
+    assert set(infos) == {"icl-basic", "cot-basic", "if-basic", "mc-basic", "gsm8k-cot", "bbh", "ifeval"}
     assert infos["icl-basic"].ability == "icl" and infos["icl-basic"].variants[:2] == ("k=0", "k=1")
     assert infos["cot-basic"].variants == ("cot", "direct") and infos["if-basic"].variants == ("default",)
     assert all(infos[n].n_items is not None and infos[n].n_items >= 30 for n in ("icl-basic", "if-basic"))
@@ -379,3 +379,36 @@ def test_multiple_choice_goes_through_loglikelihood(tmp_path: Path) -> None:
     assert [r.score for r in results] == [1.0, 0.0]
     assert [r.output for r in results] == ["yes", "yes"] and [r.target for r in results] == ["yes", "no"]
     assert results[0].details["option_logprobs"] == [-0.1, -2.0]
+
+
+def test_mc_basic_scores_every_choice_by_loglikelihood() -> None:
+    """The built-in multiple-choice suite: four loglikelihood requests per item (no generation), k-shot
+    examples from the train pool, acc and acc_norm from lm-eval, and the choices' log-likelihoods kept
+    for calibration."""
+    import json
+
+    suite = load_suite("mc-basic", limit=8)
+    info = suite.info()
+    assert info.ability == "icl" and info.variants == ("k=0", "k=4") and info.chance == 0.25
+    items = suite.item_requests()
+    assert len(items) == 16 and all(len(i.requests) == 4 for i in items)
+    assert all(r.kind == "loglikelihood" for i in items for r in i.requests) and not suite.kd_prompts()
+    docs = [json.loads(line) for line in (suite.path.parent / "data/test.jsonl").read_text().splitlines()]
+    zero = [i for i in items if i.variant == "k=0"]
+    assert zero[0].requests[0].prompt == f"Question: {docs[0]['question']}\nAnswer:"
+    assert [r.continuation for r in zero[0].requests] == [" " + c for c in docs[0]["choices"]]
+    four = next(i for i in items if i.variant == "k=4").requests[0].prompt
+    assert four.count("Question: ") == 5 and four.endswith(zero[0].requests[0].prompt)
+    # a model that prefers the gold choice on even items and the first choice elsewhere
+    gold = {d["id"]: " " + d["choices"][d["label"]] for d in docs}
+    answers = {}
+    for item in items:
+        for n, r in enumerate(item.requests):
+            wins = r.continuation == gold[item.item_id] if int(item.item_id[-3:]) % 2 == 0 else n == 0
+            answers[r] = Response(logprob=-0.5 if wins else -3.0)
+    results = suite.score("m", answers)
+    expected = [1.0 if int(d["id"][-3:]) % 2 == 0 or d["label"] == 0 else 0.0 for d in docs[:8]]
+    assert [r.score for r in results if r.variant == "k=0"] == expected
+    assert suite.aggregate(results)["k=4"]["acc,none"] == pytest.approx(sum(expected) / 8)
+    assert set(results[0].metrics) == {"acc,none", "acc_norm,none"}
+    assert len(results[0].details["option_logprobs"]) == 4

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import operator
+import re
+from collections import Counter
 from pathlib import Path
 
 from harness.suites import ensure_punkt, tasks_dir
@@ -49,3 +51,39 @@ def test_if_items_use_known_instructions_with_valid_kwargs(tmp_path: Path) -> No
         for instruction_id, kwargs in zip(row["instruction_id_list"], row["kwargs"], strict=True):
             instruction = instructions_registry.INSTRUCTION_DICT[instruction_id](instruction_id)
             instruction.build_description(**kwargs)  # raises on an unknown keyword
+
+
+def test_mc_items_have_one_right_choice_that_can_be_checked() -> None:
+    """Each mc-basic item: four distinct choices, exactly one right, checked against independent facts
+    (calendar names, sums) or the project's own word tables; the gold place is balanced."""
+    import calendar
+
+    from harness.suites.generators import CATEGORIES, antonym_pairs
+
+    opposites = dict(antonym_pairs())
+    days, months = list(calendar.day_name), list(calendar.month_name)[1:]
+    test = read(tasks_dir() / "mc-basic" / "data" / "test.jsonl")
+    train = read(tasks_dir() / "mc-basic" / "data" / "train.jsonl")
+    assert len(test) == 48 and len(train) >= 8
+    for row in test + train:
+        choices, q = row["choices"], row["question"]
+        assert len(choices) == 4 == len(set(choices)) and 0 <= row["label"] < 4, row
+        if row["kind"] == "sum":
+            a, b = map(int, re.fullmatch(r"What is (\d+) plus (\d+)\?", q).groups())
+            right = [c == str(a + b) for c in choices]
+        elif row["kind"] == "next":
+            names = days if "day" in q else months
+            before = re.fullmatch(r"Which (?:day|month) comes after (\w+)\?", q).group(1)
+            right = [c == names[(names.index(before) + 1) % len(names)] for c in choices]
+        elif row["kind"] == "opposite":
+            word = re.fullmatch(r"What is the opposite of (\w+)\?", q).group(1)
+            right = [c in opposites[word] for c in choices]
+        else:
+            members = CATEGORIES[re.fullmatch(r"Which word names (.+)\?", q).group(1)]
+            right = [c in members for c in choices]
+        assert right.count(True) == 1 and right[row["label"]], row
+    assert sorted(Counter(r["label"] for r in test).values()) == [12, 12, 12, 12]
+    assert Counter(r["kind"] for r in test) == {"category": 12, "opposite": 12, "next": 12, "sum": 12}
+    gold = {(r["question"], r["choices"][r["label"]]) for r in test}
+    assert not gold & {(r["question"], r["choices"][r["label"]]) for r in train}
+    assert len(gold) == len(test) and len({r["id"] for r in test + train}) == len(test + train)
