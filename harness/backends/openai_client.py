@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,29 +120,15 @@ class EndpointPool:
     ) -> list[dict[str, Any]]:
         """POST every payload, at most max_concurrency at once; results in order. The first failure
         stops the rest (already running requests finish or fail fast) and is raised."""
-        if not payloads:
-            return []
-        if len(payloads) == 1 or self.options.max_concurrency == 1:
+        if len(payloads) <= 1 or self.options.max_concurrency == 1:
             return [self.post(path, p, at_root=at_root, expect=expect) for p in payloads]
-        self._abort.clear()
-        try:
-            with ThreadPoolExecutor(
-                self.options.max_concurrency, thread_name_prefix="harness-openai"
-            ) as pool:
-                futures = [pool.submit(self.post, path, p, at_root=at_root, expect=expect) for p in payloads]
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                failed = [f.exception() for f in futures if f in done and f.exception() is not None]
-                if failed:
-                    self._abort.set()  # running requests stop at their next retry
-                    for f in futures:
-                        f.cancel()
-                    raise failed[0]  # type: ignore[misc]
-                return [f.result() for f in futures]
-        finally:
-            self._abort.clear()
+        results: list[dict[str, Any]] = [{} for _ in payloads]
+        for index, result in self.imap(path, payloads, at_root=at_root, expect=expect):
+            results[index] = result
+        return results
 
     def imap(
-        self, path: str, payloads: Sequence[dict[str, Any]], *, expect: str = ""
+        self, path: str, payloads: Sequence[dict[str, Any]], *, at_root: bool = False, expect: str = ""
     ) -> Iterator[tuple[int, dict[str, Any]]]:
         """POST every payload like `map`, yielding (index, result) as each one completes, so the caller
         can keep what finished when a later request fails. Closing the iterator early stops the rest."""
@@ -153,7 +139,10 @@ class EndpointPool:
             with ThreadPoolExecutor(
                 max(1, self.options.max_concurrency), thread_name_prefix="harness-openai"
             ) as pool:
-                futures = {pool.submit(self.post, path, p, expect=expect): i for i, p in enumerate(payloads)}
+                futures = {
+                    pool.submit(self.post, path, p, at_root=at_root, expect=expect): i
+                    for i, p in enumerate(payloads)
+                }
                 try:
                     for future in as_completed(futures):
                         yield futures[future], future.result()

@@ -122,5 +122,9 @@ def test_report_heatmap_geometry_and_colours() -> None:
     assert heat["cells"][5]["y"] == pytest.approx(heat["y0"] + 2 * HEAT_SIZE / 3)  # row 2 of 3
     assert heat["best"] == "0, 2" and heat["n_positions"] == "9"
     assert heat["diagonal"] == "0.875"  # student 0 vs teacher 0 (1.0), student 1 vs teacher 2 (0.75)
-    assert cka_view({"skipped": "no hidden states"}) == {"skipped": "no hidden states", "heatmap": None, "about": ""}
+    assert cka_view({"skipped": "no hidden states"}) == {
+        "skipped": "no hidden states",
+        "heatmap": None,
+        "about": "",
+    }
     assert cka_view(None) is None and cka_heatmap({"matrix": []}) is None
