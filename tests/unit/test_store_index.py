@@ -30,8 +30,9 @@ def _record(tmp: Path, name: str, student: str = "student", n: int = 10) -> Path
 def test_commit_list_show_tag_and_resolve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "store"
     with RunStore(root) as store:
-        first = store.commit(_record(tmp_path, "a"), tags=("nightly",))
-        second = store.commit(_record(tmp_path, "b", student="other"))
+        # explicit ids, so the prefix checks below cannot meet a chance collision of random suffixes
+        first = store.commit(_record(tmp_path, "a"), run_id="20261128T010635Z-67f0aa11", tags=("nightly",))
+        second = store.commit(_record(tmp_path, "b", student="other"), run_id="20261128T010635Z-67f0bb22")
         assert (first.path / COMPLETE_MARKER).exists() and (tmp_path / "a").exists()  # copied, not moved
         assert [r.run_id for r in store.runs()] == [first.run_id, second.run_id]  # by created, then commit
         assert [r.run_id for r in store.runs(model="other")] == [second.run_id]
@@ -43,7 +44,9 @@ def test_commit_list_show_tag_and_resolve(tmp_path: Path, capsys: pytest.Capture
         store.tag(second.run_id, "nightly")  # a tag names one run: it moves
         assert store.resolve_id("nightly") == second.run_id
         assert store.resolve_id("latest") == second.run_id
-        assert store.resolve_id(first.run_id[:20]) == first.run_id
+        assert store.resolve_id("20261128T010635Z-67f0a") == first.run_id  # a unique prefix
+        with pytest.raises(HarnessError, match="2 runs start with it"):
+            store.resolve_id("20261128T010635Z-67f0")
         with pytest.raises(HarnessError, match="not in the store"):
             store.resolve_id("missing-tag")
         with pytest.raises(HarnessError, match="tag 'bad tag' is invalid"):
