@@ -22,14 +22,24 @@ baseline for KL) and `margin` >= 0 the drop tolerated (DEFAULT_MARGINS, or --mar
 The tests (harness.regress.tests): Tango's score test for paired 0/1 scores, a paired (clustered)
 bootstrap otherwise; both report both tails and the one-sided (1 - alpha) upper bound of the drop.
 The p-values of all the gate's metrics are Holm-adjusted as one family, in either mode; the gate
-fails (exit 1) when any metric fails. How many items a margin needs: `ni_items_needed` (README).
+fails (exit 1) when any metric fails. How many items a margin needs: `ni_items_needed` (README); in
+the non-inferiority mode a default margin is widened to what the suite's item count supports
+(`sized_margin`, with a note in the verdict).
 
 Modules: tests (the statistics), series (per-unit values out of a record), margins, verdict (the
 result, its text and regress.json), gate (pairing, testing, deciding, `harness regress`).
 """
 
 from .gate import ALPHA, decide, gate, load_for_gate, match_students, run_gate
-from .margins import DEFAULT_FLOOR, DEFAULT_MARGINS, margin_for, parse_margins
+from .margins import (
+    DEFAULT_FLOOR,
+    DEFAULT_MARGINS,
+    Margin,
+    choose_margin,
+    margin_for,
+    parse_margins,
+    sized_margin,
+)
 from .series import (
     KD_METRICS,
     KD_TEMPERATURE,
@@ -97,6 +107,9 @@ __all__ = [
     "kd_series",
     "load_for_gate",
     "margin_for",
+    "Margin",
+    "choose_margin",
+    "sized_margin",
     "match_students",
     "ni_items_needed",
     "paired_binary_test",

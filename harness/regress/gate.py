@@ -8,6 +8,7 @@ alpha (the data show a drop beyond the margin). The gate fails (exit 1) when any
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from harness import stats
 from harness.errors import HarnessError, InfrastructureError
 from harness.store.record import RunRecord
 
-from .margins import margin_for
+from .margins import choose_margin
 from .series import LOWER_IS_BETTER, Series, natural_key, record_series, students
 from .tests import N_BOOT, TailTest, paired_binary_test, paired_bootstrap_test
 from .verdict import (
@@ -65,20 +66,31 @@ def _paired_arrays(b: Series, c: Series) -> tuple[list[str], np.ndarray, np.ndar
     return shared, arrays[0], arrays[1]
 
 
-_Tested = tuple[dict[str, Any], TailTest]
+_Tested = tuple[dict[str, Any], TailTest]  # MetricResult's descriptive fields, both tails
 
 
-def _test_one(
-    b: Series, c: Series, margins: dict[str, str], n_boot: int, seed: int, confidence: float
-) -> _Tested | str:
-    """Both tails of one metric's test, with the result's descriptive fields; a note when untestable."""
+@dataclass(frozen=True)
+class _Plan:
+    """How every metric of one gate is tested: margins, the family size (for sizing), the bootstrap."""
+
+    margins: dict[str, str]
+    family: int
+    alpha: float
+    sized: bool
+    n_boot: int
+    seed: int
+
+
+def _test_one(b: Series, c: Series, plan: _Plan) -> _Tested:
+    """Both tails of one metric's test (on units both runs scored), with the result's descriptive fields."""
     shared, b_arr, c_arr = _paired_arrays(b, c)
-    label = f"{c.suite} {c.variant} {c.metric} [{c.model}]"
-    if not shared:
-        return f"{label}: no item scored in both runs: not gated"
     b_value, c_value = float(b_arr[0].sum() / b_arr[1].sum()), float(c_arr[0].sum() / c_arr[1].sum())
     higher = c.kind not in LOWER_IS_BETTER
-    margin = margin_for(c, b_value, margins)
+    chosen = choose_margin(
+        c, b_value, plan.margins, n_groups=b_arr.shape[1], family=plan.family, alpha=plan.alpha,
+        sized=plan.sized,
+    )  # fmt: skip
+    margin, confidence = chosen.value, max(1.0 - plan.alpha, 0.5)
     if b.binary and c.binary:
         scores = [(b.units[u][0], c.units[u][0]) for u in shared]
         tested = paired_binary_test(
@@ -87,12 +99,13 @@ def _test_one(
         method = "paired proportions, Tango score test"
     else:
         tested = paired_bootstrap_test(
-            b_arr, c_arr, margin, higher_is_better=higher, n_boot=n_boot, seed=seed, confidence=confidence
-        )
+            b_arr, c_arr, margin, higher_is_better=higher, n_boot=plan.n_boot, seed=plan.seed,
+            confidence=confidence,
+        )  # fmt: skip
         method = f"paired bootstrap over {'clusters' if b.clusters else 'units'} ({b_arr.shape[1]} groups)"
     fields = dict(suite=c.suite, variant=c.variant, metric=c.metric, model=c.model, baseline=b_value,
                   current=c_value, diff=c_value - b_value, margin=margin, n=len(shared), method=method,
-                  higher_is_better=higher)  # fmt: skip
+                  higher_is_better=higher, margin_source=chosen.source, margin_note=chosen.note)  # fmt: skip
     return fields, tested
 
 
@@ -144,17 +157,19 @@ def gate(
     c_found, c_notes = record_series(current, [c for _, c in pairs])
     notes += b_notes + c_notes
     rename = {b: c for b, c in pairs}
-    tested: list[_Tested] = []
+    candidates: list[tuple[Series, Series]] = []
     for (suite, variant, metric, model), b in b_found.items():
         c = c_found.get((suite, variant, metric, rename[model]))
+        label = f"{suite} {variant} {metric} [{rename[model]}]"
         if c is None:
-            notes.append(f"{suite} {variant} {metric} [{rename[model]}]: not in the current run: not gated")
-            continue
-        outcome = _test_one(b, c, margins, n_boot, seed, max(1.0 - alpha, 0.5))
-        if isinstance(outcome, str):
-            notes.append(outcome)
+            notes.append(f"{label}: not in the current run: not gated")
+        elif not set(b.units) & set(c.units):
+            notes.append(f"{label}: no item scored in both runs: not gated")
         else:
-            tested.append(outcome)
+            candidates.append((b, c))
+    plan = _Plan(margins, len(candidates), alpha, test == NON_INFERIORITY, n_boot, seed)
+    tested = [_test_one(b, c, plan) for b, c in candidates]
+    notes += [fields["margin_note"] for fields, _ in tested if fields["margin_note"]]
     if not tested:
         raise HarnessError(
             "the two runs share no gated metric (no common student, suite or item): compare runs of "

@@ -4,7 +4,8 @@ regress.json (read by the HTML report and the history page) holds, per metric, e
 "variant", "metric", "model", "baseline", "current", "diff", "margin", "p_value", "p_holm",
 "regressed" (the metric failed the gate), and since the non-inferiority default "test" (the mode),
 "p_worse" (the unadjusted p of H1: drop > margin) and "drop_upper" (the one-sided upper confidence
-bound of the drop at 1 - alpha, 95% by default; null when undefined).
+bound of the drop at 1 - alpha, 95% by default; null when undefined), "status" (in words) and
+"margin_source" ("default", "sized": a default widened to the suite's item count, or "set").
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class MetricResult:
     worse: bool = False  # the drop is shown to exceed the margin (p_worse_holm < alpha)
     drop_upper: float = math.nan  # one-sided upper confidence bound of the drop
     confidence: float = 0.95
+    margin_source: str = "default"  # "default", "sized" (widened to the item count) or "set" (--margin)
+    margin_note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         keys = ("suite", "variant", "metric", "model", "baseline", "current", "diff", "margin")
@@ -59,6 +62,7 @@ class MetricResult:
         out.update(p_value=self.p_value, p_holm=self.p_holm, regressed=self.regressed, test=self.test)
         upper = self.drop_upper if math.isfinite(self.drop_upper) else None
         out.update(p_worse=self.p_worse, drop_upper=upper, status=self.status())
+        out.update(margin_source=self.margin_source)
         return out
 
     def status(self) -> str:
@@ -139,7 +143,8 @@ def format_verdict(verdict: Verdict) -> str:
     for m in verdict.metrics:
         lines.append(
             f"  {'FAIL' if m.regressed else 'ok':4s} {m.suite} {m.variant} {m.metric} [{m.model}]: "
-            f"{_fmt(m.baseline)} -> {_fmt(m.current)} (diff {_fmt(m.diff)}, margin {_fmt(m.margin)}, "
+            f"{_fmt(m.baseline)} -> {_fmt(m.current)} (diff {_fmt(m.diff)}, margin {_fmt(m.margin)}"
+            f"{' sized' if m.margin_source == 'sized' else ''}, "
             f"n {m.n}) p {m.p_value:.3g}, Holm {m.p_holm:.3g}: {m.status()}"
         )
     lines += [f"  note: {note}" for note in verdict.notes]

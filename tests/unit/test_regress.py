@@ -19,7 +19,16 @@ from scipy.stats import norm
 
 from harness.cli import build_parser, main
 from harness.errors import HarnessError
-from harness.regress import format_verdict, gate, margin_for, parse_margins, suite_series
+from harness.regress import (
+    format_verdict,
+    gate,
+    margin_for,
+    ni_items_needed,
+    paired_binary_test,
+    parse_margins,
+    sized_margin,
+    suite_series,
+)
 from harness.store.record import read_record, write_record
 from harness.suites.base import ItemResult
 from tests.unit.test_regress_stats import Z95, _tango_reference
@@ -113,6 +122,11 @@ def make_record(
     return run_dir
 
 
+# The 2-point defaults as set margins: the tests of the statistics below use them on purpose at sizes
+# where the non-inferiority mode would widen a default (test_default_margins_are_sized_to_the_items).
+FIXED = {"score": "0.02", "inst_level_strict": "0.02"}
+
+
 def _pair(tmp_path: Path, base: Sequence[float], cur: Sequence[float], **kw: Any) -> tuple[Any, Any]:
     """Records of a baseline and a current student (the teacher right everywhere), read back."""
     a = make_record(tmp_path / "a", {"teacher": [1] * len(base), "student": base}, **kw)
@@ -124,7 +138,7 @@ def _pair(tmp_path: Path, base: Sequence[float], cur: Sequence[float], **kw: Any
 def test_obvious_regression_fails_in_both_modes_and_names_the_metric(tmp_path: Path) -> None:
     base, cur = _pair(tmp_path, [1] * 36 + [0] * 4, [1] * 10 + [0] * 30)
     for test in ("non-inferiority", "regression"):
-        verdict = gate(base, cur, test=test)
+        verdict = gate(base, cur, test=test, margins=FIXED)
         assert verdict.verdict == "regression" and verdict.exit_code == 1 and verdict.test == test
         (metric,) = verdict.metrics
         assert (metric.suite, metric.variant, metric.metric, metric.model) == (
@@ -138,7 +152,7 @@ def test_obvious_regression_fails_in_both_modes_and_names_the_metric(tmp_path: P
         assert metric.p_worse < 1e-6 and metric.test == test
         assert metric.status().startswith("regressed (worse than the margin, p=")
     assert verdict.metrics[0].p_holm < 1e-6  # regression mode: the worse tail decides
-    ni = gate(base, cur).metrics[0]
+    ni = gate(base, cur, margins=FIXED).metrics[0]
     assert ni.p_value == pytest.approx(1 - ni.p_worse) and ni.p_holm > 0.99
 
 
@@ -146,13 +160,13 @@ def test_identical_outputs_pass_with_enough_items_and_are_not_shown_with_few(tmp
     """Zero discordant pairs: Tango's Z = -sqrt(n m / (1 - m)). 200 agreeing items show a 2-point
     non-inferiority (p 0.022); 20 do not (p 0.26), which the regression mode would pass."""
     base, cur = _pair(tmp_path / "many", [1, 0] * 100, [1, 0] * 100)
-    metric = gate(base, cur).metrics[0]
+    metric = gate(base, cur, margins=FIXED).metrics[0]
     assert not metric.regressed and metric.diff == 0.0
     assert metric.p_holm == pytest.approx(norm.cdf(-math.sqrt(200 * 0.02 / 0.98)), rel=1e-9)
     assert metric.drop_upper == pytest.approx(Z95**2 / (200 + Z95**2), rel=1e-6)
     assert metric.status() == "non-inferior (95% upper bound of the drop 0.01335 < margin)"
     base, cur = _pair(tmp_path / "few", [1, 0] * 10, [1, 0] * 10)
-    verdict = gate(base, cur)
+    verdict = gate(base, cur, margins=FIXED)
     metric = verdict.metrics[0]
     assert verdict.exit_code == 1 and metric.regressed and not metric.worse
     assert metric.p_holm == pytest.approx(0.2615, abs=1e-4) and metric.p_worse > 0.7
@@ -168,12 +182,12 @@ def test_a_drop_within_the_margin_passes_with_many_items_and_not_with_few(tmp_pa
     """A 1-point drop against the 2-point margin: 1,000 items show it non-inferior; 100 items do not
     (the regression mode passes them: nothing shows the drop exceeds 2 points)."""
     base, cur = _pair(tmp_path / "many", [1] * 1000, [0] * 10 + [1] * 990)
-    metric = gate(base, cur).metrics[0]
+    metric = gate(base, cur, margins=FIXED).metrics[0]
     assert metric.diff == pytest.approx(-0.01) and not metric.regressed
     assert metric.p_value == pytest.approx(norm.cdf(_tango_reference(10, 0, 1000, 0.02)), rel=1e-6)
     assert metric.p_value == pytest.approx(0.0119, abs=1e-4) and metric.drop_upper < 0.02
     base, cur = _pair(tmp_path / "few", [1] * 100, [0] + [1] * 99)
-    few = gate(base, cur)
+    few = gate(base, cur, margins=FIXED)
     assert few.exit_code == 1 and few.metrics[0].p_value == pytest.approx(0.2375, abs=1e-4)
     assert few.metrics[0].drop_upper > 0.02 and not few.metrics[0].worse
     old = gate(base, cur, test="regression")
@@ -213,7 +227,7 @@ def test_holm_in_the_non_inferiority_mode(tmp_path: Path) -> None:
         scores = {"teacher": [1] * 174, "student": [1] * 174}
         extra = {"words": {"teacher": [1] * 151, "student": [1] * 151}}
         runs.append(read_record(make_record(tmp_path / name, scores, extra_suites=extra)))
-    verdict = gate(*runs)
+    verdict = gate(*runs, margins=FIXED)
     by_suite = {m.suite: m for m in verdict.metrics}
     assert by_suite["arith"].p_value == pytest.approx(0.0298, abs=1e-4)
     assert by_suite["words"].p_value == pytest.approx(0.0396, abs=1e-4)
@@ -221,7 +235,7 @@ def test_holm_in_the_non_inferiority_mode(tmp_path: Path) -> None:
     assert [m.p_holm for m in verdict.metrics] == pytest.approx(list(reference), rel=1e-12)
     assert verdict.exit_code == 1 and all(m.regressed and m.drop_upper < m.margin for m in verdict.metrics)
     assert "is within the margin, but not after Holm's correction" in verdict.metrics[0].status()
-    assert gate(*runs, alpha=0.1).exit_code == 0
+    assert gate(*runs, alpha=0.1, margins=FIXED).exit_code == 0
 
 
 def test_kd_metrics_are_gated_per_sequence(tmp_path: Path) -> None:
@@ -258,7 +272,7 @@ def test_if_instruction_level_is_clustered_by_prompt(tmp_path: Path) -> None:
     cur = make_record(
         tmp_path / "b", {"teacher": [1] * 30, "student": [0] * 10 + [1] * 20}, instructions=lost
     )
-    verdict = gate(read_record(base), read_record(cur))
+    verdict = gate(read_record(base), read_record(cur), margins=FIXED)
     inst_row = next(m for m in verdict.metrics if m.metric == "inst_level_strict")
     assert inst_row.current == pytest.approx(70 / 90) and inst_row.regressed and inst_row.n == 30
     assert inst_row.worse and "bootstrap over units (30 groups)" in inst_row.method
@@ -312,9 +326,15 @@ def test_regress_command_exit_codes_and_json(tmp_path: Path, capsys: pytest.Capt
     bad = make_record(tmp_path / "c", {"teacher": [1] * 40, "student": [0] * 20 + [1] * 20})
     assert main(["regress", "--baseline", str(base), "--current", str(same), "--test", "regression"]) == 0
     assert "verdict: pass (no metric dropped beyond its margin)" in capsys.readouterr().out
-    assert main(["regress", "--baseline", str(base), "--current", str(same)]) == 1  # 40 items: too few
+    # the default margin is widened to what 40 items support (0.16): an identical rerun passes
+    assert main(["regress", "--baseline", str(base), "--current", str(same)]) == 0
+    printed = capsys.readouterr().out
+    assert "margin 0.16 sized, n 40" in printed and "default margin 0.02 widened to 0.16" in printed
+    fixed = ["--margin", "score=0.02"]  # set by hand: 40 agreeing items cannot show 2 points
+    assert main(["regress", "--baseline", str(base), "--current", str(same), *fixed]) == 1
     printed = capsys.readouterr().out
     assert "not shown non-inferior (n=40, the CI of the drop reaches past the margin" in printed
+    assert "margin 0.02 (--margin score=0.02) needs about 1,578 items" in printed
     assert main(["regress", "--baseline", str(base), "--current", str(same), "--margin", "score=0.07"]) == 0
     assert "verdict: pass (every metric shown non-inferior" in capsys.readouterr().out
     out = tmp_path / "verdict.json"
@@ -326,9 +346,10 @@ def test_regress_command_exit_codes_and_json(tmp_path: Path, capsys: pytest.Capt
     assert list(written) == ["baseline", "current", "verdict", "metrics"]
     assert written["verdict"] == "regression"
     keys = "suite variant metric model baseline current diff margin p_value p_holm regressed"
-    assert list(written["metrics"][0]) == [*keys.split(), "test", "p_worse", "drop_upper", "status"]
+    fields = [*keys.split(), "test", "p_worse", "drop_upper", "status", "margin_source"]
+    assert list(written["metrics"][0]) == fields and written["metrics"][0]["margin_source"] == "sized"
     row = written["metrics"][0]
-    assert row["test"] == "non-inferiority" and row["p_worse"] < 1e-5 and 0.5 < row["drop_upper"] < 0.7
+    assert row["test"] == "non-inferiority" and row["p_worse"] < 1e-3 and 0.5 < row["drop_upper"] < 0.7
     details = json.loads(out.read_text())
     assert details["exit_code"] == 1 and details["test"] == "non-inferiority"
     assert details["metrics"][0]["n"] == 40 and details["metrics"][0]["worse"] is True
@@ -366,3 +387,33 @@ def test_regress_renders_the_current_report_again(tmp_path: Path, capsys: pytest
     verdict = harness.run_gate(str(base), str(bad), test="regression")
     assert verdict.test == "regression" and verdict.exit_code == 1
     assert json.loads((bad / "regress.json").read_text())["metrics"][0]["test"] == "regression"
+
+
+def test_default_margins_are_sized_to_the_items(tmp_path: Path) -> None:
+    """Non-inferiority mode: a default margin widens to the smallest (0.01 steps) that the item count
+    supports at Holm's strictest level; a student with no true drop that flips 10% of the items is then
+    shown non-inferior about 75-80% of the time (simulated). Set margins and the regression mode keep
+    theirs."""
+    for n, family, expected in ((40, 1, 0.16), (48, 20, 0.23), (1319, 1, 0.03), (5000, 1, 0.02), (5, 1, 0.5)):
+        m = sized_margin(n, family, 0.05)
+        assert m == expected, (n, family, m)
+        level = 0.05 / family
+        if m < 0.5:
+            assert ni_items_needed(0.1, m, alpha=level) <= n
+        if m > 0.02:
+            assert ni_items_needed(0.1, round(m - 0.01, 2), alpha=level) > n  # the smallest that fits
+    rng = np.random.default_rng(7)
+    passed = 0
+    for _ in range(2000):  # 48 items, 10% flipped each way at random, no true drop, one metric
+        flips = rng.random(48)
+        base = (rng.random(48) < 0.6).astype(float)
+        cur = np.where(flips < 0.1, 1 - base, base)
+        passed += paired_binary_test(base, cur, 0.14).p_noninferior < 0.05
+    assert 0.7 < passed / 2000 < 0.9, passed  # 74.7%: the normal approximation is a little optimistic
+    base, cur = _pair(tmp_path / "two", [1] * 36 + [0] * 4, [1] * 36 + [0] * 4)
+    sized = gate(base, cur).metrics[0]
+    assert sized.margin == 0.16 and sized.margin_source == "sized" and not sized.regressed
+    assert gate(base, cur, test="regression").metrics[0].margin == 0.02  # regression mode: as set
+    kept = gate(base, cur, margins={"arith/exact_match": "0.05"})
+    assert kept.metrics[0].margin == 0.05 and kept.metrics[0].margin_source == "set" and kept.exit_code == 1
+    assert any("(--margin arith/exact_match=0.05) needs about" in note for note in kept.notes)
