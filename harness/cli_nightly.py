@@ -67,12 +67,12 @@ def _add_nightly_parsers(sub: Any) -> None:
     cache = sub.add_parser("cache", help="list, size and prune the response cache")
     cache.add_argument("cache_command", choices=["list", "size", "prune"])
     cache.add_argument("--cache-dir", type=Path, help="default ~/.cache/distill-harness")
-    cache.add_argument("--older-than", type=float, metavar="DAYS", help="prune: entries older than this")
+    cache.add_argument("--older-than", type=float, metavar="DAYS", help="prune: entries unused this long")
     cache.add_argument(
         "--model", metavar="FINGERPRINT", help="prune/list: only this model (fingerprint prefix)"
     )
     cache.add_argument(
-        "--max-size", type=float, metavar="GB", help="prune: oldest first until the cache fits"
+        "--max-size", type=float, metavar="GB", help="prune: least recently used first until the cache fits"
     )
     cache.add_argument("--store", type=Path, help="name fingerprints after the models of this run store")
     hist = sub.add_parser("history", help="a trend page of the store's runs (abilities, KD, gate verdicts)")

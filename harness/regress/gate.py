@@ -220,10 +220,11 @@ def run_gate(
         write_verdict(verdict, current, json_out)
     except OSError as exc:
         raise InfrastructureError(f"cannot write {current / VERDICT_FILE}: {exc.strerror or exc}") from exc
-    if (current / "index.html").exists():  # the run's report shows the verdict: render it again
+    shown = [f for f, name in (("html", "index.html"), ("md", "summary.md")) if (current / name).exists()]
+    if shown:  # the run's reports show the verdict: render them again
         from harness.api import report_formats
 
-        report_formats(current, "html")
+        report_formats(current, ",".join(shown))
     root = Path(store) if store is not None else default_store()
     if current.parent.resolve() == (root / "runs").resolve() and (root / "index.sqlite").exists():
         with RunStore(root) as opened:

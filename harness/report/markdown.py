@@ -4,15 +4,19 @@ Record strings are untrusted and Markdown renderers differ: `escape_md` backslas
 character that can start markup inline (emphasis, code, links, HTML, table pipes, math) and any
 block marker a line could start with, and turns newlines into spaces, so a note or a label stays
 plain text in one table cell or list item. Bold and ties follow tables.tex (harness.report.latex).
+When the gate has judged the run (RUN_DIR/regress.json), its verdict comes first, read through
+harness.report.verdict like the HTML report's, so both show the same values.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from harness.report.latex import Num, best_flags, headline_data, students_of
 from harness.report.terminal import kd_lines
+from harness.report.verdict import verdict_view
 from harness.report.view import as_dict, model_list, ordered_suites
 from harness.store.record import RunRecord
 
@@ -76,6 +80,46 @@ def _warnings(suites: dict[str, Any]) -> list[str]:
     return out
 
 
+def _margin(row: dict[str, Any]) -> str:
+    source = row["margin_source"]
+    return row["margin"] + (f" ({escape_md(source)})" if source else "")
+
+
+def verdict_markdown(run_dir: Path) -> list[str]:
+    """The gate's verdict: a heading, one line, and a table of the failed metrics (baseline -> current,
+    margin, the gate's status in words); [] when the run has not been gated."""
+    view = verdict_view(run_dir)
+    if view is None:
+        return []
+    shown = view["verdict"] if view["verdict"] != "unknown" else f"verdict {escape_md(view['verdict_text'])}"
+    lines = [f"## Regression gate: {shown}", ""]
+    if view["error"]:
+        return [*lines, f"**Warning:** {escape_md(view['error'])}", ""]
+    rows, n_failed = view["rows"], view["n_regressed"]
+    names = f"against the baseline {escape_md(view['baseline'])} (this run: {escape_md(view['current'])})"
+    ni = view["test"] == "non-inferiority"
+    if not n_failed:
+        how = "shown non-inferior" if ni else "within their margins"
+        return [*lines, f"All {len(rows)} metrics passed {names}: {how}.", ""]
+    lines.append(
+        f"**{n_failed} of {len(rows)} metrics failed** {names}; {len(rows) - n_failed} passed."
+        + (
+            " The gate tests non-inferiority: a metric passes only when the data show its drop is below its"
+            ' margin; "not shown non-inferior" means too few items to tell, not a measured drop.'
+            if ni
+            else " The gate tests for a drop beyond each metric's margin."
+        )
+    )
+    lines += ["", _row(["Suite", "Variant", "Metric", "Model", "Baseline → current", "Margin", "Status"])]
+    lines.append(_row([":--"] * 4 + ["--:", "--:", ":--"]))
+    for r in rows:
+        if r["regressed"]:
+            change = f"{r['baseline']} → {r['current']} ({r['diff']})"
+            cells = [escape_md(r[k]) for k in ("suite", "variant", "metric", "model")]
+            lines.append(_row([*cells, escape_md(change), _margin(r), escape_md(r["status"])]))
+    return [*lines, ""]
+
+
 def render_markdown(record: RunRecord) -> str:
     models = model_list(record)
     suites = as_dict(record.metrics.get("suites"))
@@ -94,6 +138,7 @@ def render_markdown(record: RunRecord) -> str:
             ]
         ),
         "",
+        *verdict_markdown(record.run_dir),
         "## Headline",
         "",
     ]

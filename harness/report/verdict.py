@@ -38,6 +38,7 @@ def _row(entry: Any) -> dict[str, Any]:
         "current": fmt_num(e.get("current")),
         "diff": "undefined" if diff is None else f"{diff:+.3f}",
         "margin": fmt_num(e.get("margin")),
+        "margin_source": str(e.get("margin_source") or ""),
         "p_value": _p(e.get("p_value")),
         "p_holm": _p(e.get("p_holm")),
         "regressed": e.get("regressed") is True,

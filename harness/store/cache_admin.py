@@ -1,10 +1,12 @@
 """`harness cache list|size|prune`: what the response cache holds, per model, and removing the stale part.
 
 The cache (store/cache.py) keys every entry by a model fingerprint, so entries of models that changed
-are never read again; they only take space. `prune` deletes by age (--older-than DAYS, by the time an
-entry was written), by model (--model FINGERPRINT prefix) and by size (--max-size GB: oldest first until
-the entries fit), in one transaction, then checkpoints the WAL and VACUUMs so the file shrinks. Another
-run writing the same cache at the same time waits (busy timeout) rather than failing.
+are never read again; they only take space. `prune` deletes by age (--older-than DAYS since an entry was
+last used: read or written, see the cache's last_used), by model (--model FINGERPRINT prefix) and by size
+(--max-size GB: least recently used first until the entries fit), in one transaction, then checkpoints
+the WAL and VACUUMs so the file shrinks. Another run writing the same cache at the same time waits (busy
+timeout) rather than failing. A cache written before last_used existed, and not opened by a run since,
+is read as is: its entries' last use is their write time.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError, InfrastructureError
+from harness.store.cache import LAST_USED, TABLES, has_last_used
 
 CACHE_FILE = "responses.sqlite"
-TABLES = ("responses", "blobs")
 GB = 1024**3
 
 
@@ -30,6 +32,12 @@ class ModelUsage:
     oldest: float
     newest: float
     names: tuple[str, ...] = ()  # labels/specs of runs in a store that used this fingerprint
+    last_used: float = 0.0  # the latest read or write of any of its entries
+
+
+def _last_used(db: sqlite3.Connection, table: str) -> str:
+    """SQL for an entry's last use: its write time in a cache that predates the column."""
+    return LAST_USED if has_last_used(db, table) else "created"
 
 
 def _open(cache_dir: Path) -> sqlite3.Connection:
@@ -69,19 +77,21 @@ def usage(cache_dir: Path, *, model: str | None = None, store: Path | None = Non
     where, args = ("WHERE model LIKE ?", [f"{model}%"]) if model else ("", [])
     for table in TABLES:
         query = (
-            f"SELECT model, COUNT(*), SUM(LENGTH(value)), MIN(created), MAX(created) FROM {table} {where} "
+            f"SELECT model, COUNT(*), SUM(LENGTH(value)), MIN(created), MAX(created), "
+            f"MAX({_last_used(db, table)}) FROM {table} {where} GROUP BY model"
         )
-        for fingerprint, count, size, oldest, newest in db.execute(query + "GROUP BY model", args):
-            row = totals.setdefault(str(fingerprint), [0, 0, float("inf"), 0.0])
+        for fingerprint, count, size, oldest, newest, used in db.execute(query, args):
+            row = totals.setdefault(str(fingerprint), [0, 0, float("inf"), 0.0, 0.0])
             row[0] += count
             row[1] += size or 0
             row[2] = min(row[2], oldest)
             row[3] = max(row[3], newest)
+            row[4] = max(row[4], used or 0.0)
     db.close()
     names = _store_names(store)
     out = [
-        ModelUsage(fp, int(n), int(size), oldest, newest, tuple(sorted(names.get(fp, ()))))
-        for fp, (n, size, oldest, newest) in totals.items()
+        ModelUsage(fp, int(n), int(size), oldest, newest, tuple(sorted(names.get(fp, ()))), used)
+        for fp, (n, size, oldest, newest, used) in totals.items()
     ]
     return sorted(out, key=lambda u: -u.bytes)
 
@@ -101,7 +111,8 @@ def prune(
     max_size_gb: float | None = None,
     vacuum: bool = True,
 ) -> PruneResult:
-    """Delete entries older than N days, of one model, and/or the oldest until the values fit max_size_gb."""
+    """Delete entries not used for N days, of one model, and/or the least recently used until the values
+    fit max_size_gb."""
     if older_than_days is None and model is None and max_size_gb is None:
         raise HarnessError("cache prune needs --older-than DAYS, --model FINGERPRINT or --max-size GB")
     if (older_than_days is not None and older_than_days < 0) or (max_size_gb is not None and max_size_gb < 0):
@@ -114,7 +125,8 @@ def prune(
         for table in TABLES:
             if older_than_days is not None:
                 cutoff = time.time() - older_than_days * 86400
-                deleted += db.execute(f"DELETE FROM {table} WHERE created < ?", (cutoff,)).rowcount
+                query = f"DELETE FROM {table} WHERE {_last_used(db, table)} < ?"
+                deleted += db.execute(query, (cutoff,)).rowcount
             if model is not None:
                 deleted += db.execute(f"DELETE FROM {table} WHERE model LIKE ?", (f"{model}%",)).rowcount
         if max_size_gb is not None:
@@ -131,15 +143,16 @@ def prune(
 
 
 def _shrink_to(db: sqlite3.Connection, limit: int) -> int:
-    """Delete the oldest entries (both tables, by write time) until the stored values total <= limit."""
+    """Delete the least recently used entries (both tables) until the stored values total <= limit."""
     total = sum(
         int(db.execute(f"SELECT COALESCE(SUM(LENGTH(value)), 0) FROM {t}").fetchone()[0]) for t in TABLES
     )
     if total <= limit:
         return 0
+    used = {t: _last_used(db, t) for t in TABLES}
     rows = db.execute(
-        "SELECT 'responses', key, LENGTH(value), created FROM responses "
-        "UNION ALL SELECT 'blobs', key, LENGTH(value), created FROM blobs ORDER BY created, key"
+        f"SELECT 'responses', key, LENGTH(value), {used['responses']} AS used FROM responses "
+        f"UNION ALL SELECT 'blobs', key, LENGTH(value), {used['blobs']} FROM blobs ORDER BY used, key"
     ).fetchall()
     doomed: dict[str, list[str]] = {t: [] for t in TABLES}
     for table, key, size, _ in rows:
@@ -166,6 +179,10 @@ def _day(t: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(t))
 
 
+def _minute(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
+
+
 def cache_command(args: argparse.Namespace) -> int:
     """The `harness cache` subcommands."""
     from harness.config import default_cache_dir
@@ -180,10 +197,11 @@ def cache_command(args: argparse.Namespace) -> int:
               f"{len(rows)} models")  # fmt: skip
     elif args.cache_command == "list":
         rows = usage(cache_dir, model=args.model, store=args.store)
-        print(f"{'fingerprint':18s} {'entries':>8s} {'size':>10s} {'oldest':10s} {'newest':10s} models")
+        print(f"{'fingerprint':18s} {'entries':>8s} {'size':>10s} {'oldest':10s} {'newest':10s} "
+              f"{'last used':16s} models")  # fmt: skip
         for u in rows:
             print(f"{u.fingerprint[:16]:18s} {u.entries:8d} {_human(u.bytes):>10s} {_day(u.oldest):10s} "
-                  f"{_day(u.newest):10s} {'; '.join(u.names) or '-'}")  # fmt: skip
+                  f"{_day(u.newest):10s} {_minute(u.last_used):16s} {'; '.join(u.names) or '-'}")  # fmt: skip
     else:
         result = prune(
             cache_dir, older_than_days=args.older_than, model=args.model, max_size_gb=args.max_size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import sqlite3
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ DAY = 86400.0
 
 
 def _fill(cache_dir: Path) -> None:
-    """Model aaaa: 30 responses written 40 days ago; model bbbb: 20 responses today and one 1 MB blob."""
+    """Model aaaa: 30 responses written (and last used) 40 days ago; model bbbb: 20 responses today and one
+    1 MB blob."""
     cache = ResponseCache(cache_dir / "responses.sqlite")
     cache.put_many("aaaa" * 4, [(f"a{i}", Response(text="x" * 1000)) for i in range(30)])
     cache.put_many("bbbb" * 4, [(f"b{i}", Response(text="y" * 500)) for i in range(20)])
@@ -28,7 +30,10 @@ def _fill(cache_dir: Path) -> None:
     cache.put_arrays_many("bbbb" * 4, [("blob", {"v": rng.random(131072)})])
     cache.close()
     with sqlite3.connect(cache_dir / "responses.sqlite") as db:
-        db.execute("UPDATE responses SET created = ? WHERE model = ?", (time.time() - 40 * DAY, "aaaa" * 4))
+        db.execute(
+            "UPDATE responses SET created = ?1, last_used = ?1 WHERE model = ?2",
+            (time.time() - 40 * DAY, "aaaa" * 4),
+        )
 
 
 def test_usage_per_model(tmp_path: Path) -> None:
@@ -74,6 +79,14 @@ def test_cache_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     )
     out = capsys.readouterr().out
     assert "aaaaaaaaaaaaaaaa" in out and "student (hf:/student)" in out
+    header, *lines = out.splitlines()
+    assert "last used" in header
+    last_used = {}  # the "last used" column, to the minute
+    for line in lines:
+        stamp = " ".join(line.split()[6:8])
+        last_used[line[:16]] = calendar.timegm(time.strptime(stamp, "%Y-%m-%d %H:%M"))
+    assert abs(last_used["aaaaaaaaaaaaaaaa"] - (time.time() - 40 * DAY)) < 120
+    assert abs(last_used["bbbbbbbbbbbbbbbb"] - time.time()) < 120
     assert main(["cache", "size", "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "51 entries, 2 models" in capsys.readouterr().out
     assert main(["cache", "prune", "--cache-dir", str(tmp_path / "cache"), "--older-than", "7"]) == 0

@@ -181,3 +181,88 @@ def test_write_outputs_text_formats(tmp_path: Path) -> None:
     assert html == {"html": tmp_path / "out" / "r.html"} and html["html"].read_text().startswith("<!DOCTYPE")
     with pytest.raises(HarnessError, match="does not exist"):
         write_outputs(tmp_path / "missing", {"md"})
+
+
+# -- the gate's verdict (regress.json written by the real gate) ---------------------------------------------
+def _gated(
+    tmp_path: Path, current: list[int], *, student: str = "student", names: tuple[str, str] = ("b", "c")
+):
+    """A baseline and a current record (two suites of 200 items: arith and logic, logic unchanged), gated
+    with the defaults; the verdict is written into the current run folder as `harness regress` does."""
+    from harness.regress import gate, write_verdict
+    from tests.unit.test_regress import make_record
+
+    logic = {"logic": {"teacher": [1] * 200, student: [1, 0] * 100}}
+    base = make_record(
+        tmp_path / "a", {"teacher": [1] * 200, student: [1] * 180 + [0] * 20}, extra_suites=logic
+    )
+    cur = make_record(tmp_path / "b", {"teacher": [1] * 200, student: current}, extra_suites=logic)
+    verdict = gate(read_record(base), read_record(cur), names=names)
+    write_verdict(verdict, cur)
+    return cur, verdict
+
+
+def test_summary_shows_a_regression_verdict_first(tmp_path: Path) -> None:
+    run, verdict = _gated(tmp_path, [1] * 60 + [0] * 140, names=("nightly-0101", "nightly-0102"))
+    assert verdict.verdict == "regression" and [m.regressed for m in verdict.metrics] == [True, False]
+    failed = verdict.metrics[0]
+    text = render_markdown(read_record(run))
+    assert text.index("## Regression gate: regression") < text.index("## Headline")
+    assert (
+        "**1 of 2 metrics failed** against the baseline nightly-0101 (this run: nightly-0102); 1 passed."
+        in text
+    )
+    rendered = parse(to_html(text))
+    assert rendered.rows[:2] == [
+        ["Suite", "Variant", "Metric", "Model", "Baseline → current", "Margin", "Status"],
+        [
+            "arith",
+            "k=2",
+            "exact_match,first-word",
+            "student",
+            "0.900 → 0.300 (-0.600)",
+            f"{failed.margin:.3f} (sized)",
+            failed.status(),
+        ],
+    ]
+    assert failed.margin_source == "sized" and failed.status().startswith("regressed (worse than the margin")
+    assert rendered.rows[2][0] == "Suite" and rendered.rows[2][2] == "teacher"  # the headline table follows
+
+
+def test_summary_of_a_passing_run_says_how_many_passed(tmp_path: Path) -> None:
+    run, verdict = _gated(tmp_path, [1] * 180 + [0] * 20)
+    assert verdict.verdict == "pass" and len(verdict.metrics) == 2
+    text = render_markdown(read_record(run))
+    line = "All 2 metrics passed against the baseline b (this run: c): shown non-inferior."
+    assert f"## Regression gate: pass\n\n{line}\n" in text
+    assert "Baseline → current" not in text
+    (run / "regress.json").unlink()  # not gated: no section
+    assert "Regression gate" not in render_markdown(read_record(run))
+
+
+def test_summary_verdict_escapes_the_gates_text(tmp_path: Path) -> None:
+    hostile = "stu|dent*<b>x</b>"
+    run, verdict = _gated(tmp_path, [0] * 200, student=hostile, names=(HOSTILE[0], "[c](javascript:x)"))
+    assert verdict.verdict == "regression"
+    text = render_markdown(read_record(run))
+    rendered = parse(to_html(text))
+    assert not {"script", "a", "b", "em"} & set(rendered.tags)
+    assert rendered.rows[1][3] == hostile and all(len(r) == 7 for r in rendered.rows[:2])
+    assert f"the baseline {escape_md(HOSTILE[0])} (this run: {escape_md('[c](javascript:x)')})" in text
+    (run / "regress.json").write_text("{not json")
+    broken = render_markdown(read_record(run))
+    assert "## Regression gate: verdict unreadable" in broken
+    assert "could not be read" in broken and "rerun the regression gate to rewrite it" in broken
+
+
+def test_regress_renders_an_existing_summary_again(tmp_path: Path) -> None:
+    from harness.cli import main
+    from tests.unit.test_regress import make_record
+
+    base = make_record(tmp_path / "a", {"teacher": [1] * 30, "student": [1] * 30})
+    bad = make_record(tmp_path / "b", {"teacher": [1] * 30, "student": [0] * 15 + [1] * 15})
+    write_outputs(bad, {"md"})
+    assert "Regression gate" not in (bad / "summary.md").read_text()
+    assert main(["regress", "--baseline", str(base), "--current", str(bad)]) == 1
+    assert "## Regression gate: regression" in (bad / "summary.md").read_text()
+    assert not (bad / "index.html").exists()  # only the reports that were there are rendered again
