@@ -10,6 +10,8 @@ Setups, each a fresh process timed end to end, repetitions interleaved (A B C ..
 - `kd`        `harness compare T S --suite ... --no-report` with the KD check, fresh cache.
 - `nightly`   `harness compare T S2 ...` on `kd`'s cache: the teacher has not changed, a new student
               (S2) is compared; the teacher's generations and KD text come from the cache.
+- `kd-nocache` `kd` with HARNESS_VLLM_SCORE_CACHE=0: scoring skips vLLM's prefix cache (as before
+              harness.backends.vllm_prefix), so every scoring call prefills its contexts again.
 Ratios: harness / raw (and the harness's overhead over raw in % of raw's engine time), rerun / harness,
 nightly / kd. Start-up: `harness --help` and `import harness.cli` (medians of 5), and for `harness`
 the time from the command to its first engine request (the teacher's "suites" progress line).
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-SETUPS = ("raw", "harness", "rerun", "kd", "nightly")
+SETUPS = ("raw", "harness", "rerun", "kd", "nightly", "kd-nocache")
 ENGINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
@@ -46,21 +48,24 @@ ENGINE_ENV = {
 }
 
 
-def child_env() -> dict[str, str]:
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(ENGINE_ENV)
+    env.update(extra or {})
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # both sides use the harness's 2 GiB CPU KV cache
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
 
-def timed(cmd: Sequence[str], log: Path, marker: str | None = None) -> tuple[float, float | None]:
+def timed(
+    cmd: Sequence[str], log: Path, marker: str | None = None, env: dict[str, str] | None = None
+) -> tuple[float, float | None]:
     """Run to completion; returns wall seconds and the seconds until a stderr line containing `marker`."""
     started = time.perf_counter()
     first: float | None = None
     with open(log, "w", encoding="utf-8") as handle:
         proc = subprocess.Popen(
-            cmd, env=child_env(), cwd=REPO, stdout=handle, stderr=subprocess.PIPE, text=True
+            cmd, env=child_env(env), cwd=REPO, stdout=handle, stderr=subprocess.PIPE, text=True
         )
         assert proc.stderr is not None
         for line in proc.stderr:
@@ -112,13 +117,14 @@ def run_setup(setup: str, args: argparse.Namespace, work: Path, rep: int) -> dic
         result = json.loads((folder / "raw.json").read_text(encoding="utf-8"))
         return {"seconds": seconds, "phases": result["phases"], "outputs": result["outputs"]}
     student = args.student2 if setup == "nightly" else args.student
-    cache_of = {"harness": "harness", "rerun": "harness", "kd": "kd", "nightly": "kd"}[setup]
+    cache_of = {"harness": "harness", "rerun": "harness", "kd": "kd", "nightly": "kd"}.get(setup, setup)
     cache = work / f"cache-{cache_of}-{rep}"
     marker = f"[harness] {args.teacher.name}: suites:"
     seconds, first = timed(
-        compare_cmd(args, student, folder / "run", cache, kd=setup in ("kd", "nightly")),
+        compare_cmd(args, student, folder / "run", cache, kd=setup.startswith(("kd", "nightly"))),
         folder / "log.txt",
         marker,
+        {"HARNESS_VLLM_SCORE_CACHE": "0"} if setup == "kd-nocache" else None,
     )
     phases = engine_seconds(folder / "run")
     if first is not None:
@@ -234,6 +240,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         out["ratios"]["rerun/harness"] = med["rerun"] / med["harness"]
     if "nightly" in med and "kd" in med:
         out["ratios"]["nightly/kd"] = med["nightly"] / med["kd"]
+    if "kd-nocache" in med and "kd" in med:
+        out["ratios"]["kd/kd-nocache"] = med["kd"] / med["kd-nocache"]
     return out
 
 

