@@ -122,7 +122,8 @@ def harness_command(backend: str, args: argparse.Namespace, run_dir: Path, cache
     cmd += ["--data-dir", str(args.data_dir), "--limit", str(args.limit), "--no-report"]
     if args.kd:  # the KD check on as many sequences and tokens as the KL script scores
         cmd += ["--kd-max-sequences", str(args.kd_sequences), "--kd-max-tokens", str(args.kd_tokens)]
-        cmd += ["--kd-temperature", "1,2"]
+        # the KL script computes no CKA (the harness's on-policy and gold texts stay: its default check)
+        cmd += ["--kd-temperature", "1,2", "--kd-cka-positions", "0"]
     else:
         cmd += ["--no-kd"]
     cmd += ["--cache-dir", str(cache), "--out", str(run_dir), "--backend", backend]

@@ -369,3 +369,16 @@ def test_vllm_scoring_reuses_a_context_through_the_prefix_cache(vllm_tiny: Any, 
     again = vllm_tiny.score_tokens([long_text])[0]  # cached past its start: scored again
     assert vllm_tiny.rescored == rescored + 1
     np.testing.assert_allclose(again.token_logprobs, once.token_logprobs, atol=1e-5)
+
+
+def test_vllm_full_vocabulary_rows_come_unsorted_while_scoring(vllm_tiny: Any) -> None:
+    """The sort-free gather is in place during a scoring call only (the equality of its scores with
+    transformers' is test_score_tokens_agree_and_are_consistent)."""
+    from vllm.v1.sample.sampler import Sampler
+
+    from harness.backends.vllm_logprobs import _raw_prompt_logprobs
+
+    original = Sampler.__dict__["gather_logprobs"]
+    with _raw_prompt_logprobs(True) as active:
+        assert active and Sampler.__dict__["gather_logprobs"] is not original
+    assert Sampler.__dict__["gather_logprobs"] is original

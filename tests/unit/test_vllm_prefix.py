@@ -68,3 +68,17 @@ def test_a_request_cached_into_its_scored_rows_is_scored_again_without_the_cache
     outs, again, cached = score_with_prefix_cache(engine, [prompt], [params], [5])
     assert again == 1 and outs[0].num_cached_tokens == 0 and cached == 0
     assert engine.calls[-1][1:] == (None, [True]) and not params.skip_reading_prefix_cache  # a copy
+
+
+def test_top_k_of_unsorted_full_rows_matches_a_full_sort() -> None:
+    import numpy as np
+
+    from harness.backends.vllm_logprobs import top_k_of
+
+    rng = np.random.default_rng(3)
+    full = rng.normal(size=(6, 500)).astype(np.float32)
+    ids, values = top_k_of(full, 7)
+    expected = np.argsort(-full, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(ids, expected)
+    np.testing.assert_array_equal(values, np.take_along_axis(full, expected, axis=1))
+    assert top_k_of(full, 0)[0].shape == (6, 0)
