@@ -23,7 +23,8 @@ def _hardware() -> dict[str, Any]:
     NVIDIA driver is present (importing torch took 1.0 s of a 6 s re-run that starts no engine)."""
     import os
     import sys
-    from pathlib import Path
+
+    from harness.backends._common import nvidia_driver_present
 
     info: dict[str, Any] = {
         "machine": platform.machine(),
@@ -31,8 +32,7 @@ def _hardware() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
     }
-    nvidia = Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()
-    if "torch" not in sys.modules and not nvidia:
+    if "torch" not in sys.modules and not nvidia_driver_present():
         return info
     try:
         import torch

@@ -31,6 +31,11 @@ FULL_HASH_LIMIT = 2 << 30
 _MIB = 1 << 20
 
 
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA driver is loaded, without importing torch (seconds)."""
+    return Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()
+
+
 def resolve_model_dir(path: str) -> Path:
     """A local model folder for `path`: the folder itself, or a hub id resolved via the local cache."""
     local = Path(path).expanduser()

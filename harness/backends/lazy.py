@@ -42,7 +42,7 @@ LAZY_BACKENDS = ("vllm", "hf")  # backends whose model is a local folder with it
 
 def _machine_kind() -> str:
     """cuda or cpu, without importing torch (seconds): engines pick dtypes and limits by it."""
-    return "cuda" if Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists() else "cpu"
+    return "cuda" if common.nvidia_driver_present() else "cpu"
 
 
 def remembered_fingerprint(model_dir: Path, cache: ResponseCache) -> str:

@@ -68,9 +68,9 @@ def margin_value(text: str, baseline: float, where: str) -> float:
 def margin_for(series: Series, baseline_value: float, margins: dict[str, str]) -> float:
     """Most specific first: SUITE/METRIC, SUITE, METRIC (full name or before its comma), score, default
     (DEFAULT_MARGINS, with DEFAULT_FLOOR under a relative default)."""
-    for key in _candidates(series):
-        if key in margins:
-            return margin_value(margins[key], baseline_value, f"margin {key}={margins[key]}")
+    key = _set_key(series, margins)
+    if key is not None:
+        return margin_value(margins[key], baseline_value, f"margin {key}={margins[key]}")
     default = margin_value(DEFAULT_MARGINS.get(series.kind, "0.02"), baseline_value, "default margin")
     return max(default, DEFAULT_FLOOR.get(series.kind, 0.0))
 
@@ -113,6 +113,7 @@ def choose_margin(
     """margin_for, with sizing of a default to the item count (`sized`: the non-inferiority mode)."""
     value = margin_for(series, baseline_value, margins)
     key = _set_key(series, margins)
+    shown = None if key is None else f"{key}={margins[key]}"
     level = alpha / max(family, 1)
     where = f"{series.suite}/{series.metric.split(',', 1)[0]}"
     needed = _needed(value, level) if series.kind in SIZED_KINDS and value > 0 else 0
@@ -120,7 +121,7 @@ def choose_margin(
         note = ""
         if sized and needed > n_groups:
             note = (
-                f"{where}: margin {value:g} (--margin {key}) needs about {needed:,} items at "
+                f"{where}: margin {value:g} (--margin {shown}) needs about {needed:,} items at "
                 f"{PLANNING_DISCORDANCE:.0%} disagreement; this suite has {n_groups}, so a student "
                 f"with no true drop will often not be shown non-inferior"
             )
@@ -152,4 +153,5 @@ def _candidates(series: Series) -> list[str]:
 
 
 def _set_key(series: Series, margins: dict[str, str]) -> str | None:
-    return next((f"{k}={margins[k]}" for k in _candidates(series) if k in margins), None)
+    """The most specific key of `margins` that names this series, if any."""
+    return next((k for k in _candidates(series) if k in margins), None)

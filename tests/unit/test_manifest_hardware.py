@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends._common import nvidia_driver_present
+
 
 def test_hardware_summary_leaves_torch_unimported_without_a_gpu_driver() -> None:
-    if Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists():
+    if nvidia_driver_present():
         pytest.skip("an NVIDIA driver is present: the summary imports torch to name the GPUs")
     code = (
         "import sys; from harness.manifest import _hardware; info = _hardware(); "
