@@ -9,9 +9,10 @@ Teacher-forced scoring uses `prompt_logprobs`. Full-vocabulary logprobs need the
 with `max_logprobs=-1`; vLLM then returns, per position, every token sorted by logprob, which its
 output processor turns into Python lists (about 5 s per 128 x 49k-vocab sequence on 2 CPU cores).
 `_raw_prompt_logprobs` (harness.backends.vllm_logprobs) keeps the raw tensors instead, and falls back
-to the public path if vLLM's internals ever change. Scoring reads the prefix cache under a salt of its
-own, so a context scored before (another text after the same prompt) is not prefilled again
-(harness.backends.vllm_prefix; HARNESS_VLLM_SCORE_CACHE=0 turns it off).
+to the public path if vLLM's internals ever change; in the in-process engine the model runner computes
+logits only for the rows a request scores (harness.backends.vllm_rows). Scoring reads the prefix
+cache under a salt of its own, so a context scored before (another text after the same prompt) is
+not prefilled again (harness.backends.vllm_prefix; HARNESS_VLLM_SCORE_CACHE=0 turns it off).
 """
 
 from __future__ import annotations

@@ -11,9 +11,8 @@ import numpy as np
 
 from harness.backends import _common as common
 from harness.backends.base import ScoreRequest, TokenScores
+from harness.backends.vllm_rows import ROWS_ARG, scored_rows_only
 from harness.errors import InfrastructureError
-
-ROWS_ARG = "harness_scored_rows"  # SamplingParams.extra_args key: the prompt-logprob rows a request needs
 
 
 def _as_np(x: Any) -> np.ndarray:
@@ -170,7 +169,7 @@ def _raw_prompt_logprobs(active: bool) -> Iterator[bool]:
     LogprobsProcessor._update_prompt_logprobs = update  # type: ignore[method-assign,assignment]
     LogprobsProcessor.from_new_request = classmethod(new)  # type: ignore[method-assign,assignment]
     try:
-        with _unsorted_full_rows(True):
+        with _unsorted_full_rows(True), scored_rows_only(True):
             yield True
     finally:
         LogprobsProcessor._update_prompt_logprobs = original  # type: ignore[method-assign]

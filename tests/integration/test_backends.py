@@ -382,3 +382,37 @@ def test_vllm_full_vocabulary_rows_come_unsorted_while_scoring(vllm_tiny: Any) -
     with _raw_prompt_logprobs(True) as active:
         assert active and Sampler.__dict__["gather_logprobs"] is not original
     assert Sampler.__dict__["gather_logprobs"] is original
+
+
+def test_vllm_computes_logits_only_for_scored_rows_across_chunks(vllm_tiny: Any, hf_tiny: Any) -> None:
+    """12 distinct ~450-token prompts in one call overrun the engine's 4,096-token step, so some are
+    prefilled in chunks; each scores its last 20 tokens over the whole vocabulary. The model computes
+    logits for the scored rows (and one sampled position per request and step), not for every prompt
+    position, and the scores equal transformers'."""
+    executor = vllm_tiny._llm.llm_engine.engine_core.engine_core.model_executor
+    runner = executor.driver_worker.worker.model_runner
+    budget = int(runner.scheduler_config.max_num_batched_tokens)
+    words = TEXT.split()
+    reqs = []
+    for i in range(12):
+        text = " ".join(f"{w}{i}{j % 7}" for j, w in enumerate(words * 12))
+        ids = tuple(hf_tiny.tokenize([text])[0])[:450]
+        reqs.append(ScoreRequest(ids, start=len(ids) - 20, top_k=5, full_vocab=True))
+    assert sum(len(r.token_ids) for r in reqs) > budget  # chunked prefill happens
+    computed: list[int] = []
+    compute_logits = runner.model.compute_logits
+
+    def counting(hidden_states: Any) -> Any:
+        computed.append(int(hidden_states.shape[0]))
+        return compute_logits(hidden_states)
+
+    runner.model.compute_logits = counting
+    try:
+        got = vllm_tiny.score_tokens(reqs)
+    finally:
+        del runner.model.compute_logits
+    assert sum(computed) <= 12 * 20 + 3 * 12  # every prompt position would be ~5,400
+    for x, y in zip(got, hf_tiny.score_tokens(reqs), strict=True):
+        assert x.full_logprobs is not None and y.full_logprobs is not None
+        np.testing.assert_allclose(x.full_logprobs, y.full_logprobs, atol=TOL)
+        np.testing.assert_allclose(x.token_logprobs, y.token_logprobs, atol=TOL)
