@@ -33,6 +33,7 @@ from harness.backends.base import (
     ScoreRequest,
     TokenScores,
 )
+from harness.backends.vllm_context_rows import ContextRows
 from harness.backends.vllm_logprobs import ROWS_ARG, _raw_prompt_logprobs, _token_scores
 from harness.backends.vllm_prefix import score_with_prefix_cache
 from harness.errors import HarnessError, InfrastructureError
@@ -115,6 +116,8 @@ class VLLMBackend(common.TokenizerText):
             os.environ.get("HARNESS_VLLM_SCORE_CACHE", "1") != "0"
         )
         self.rescored = 0  # scoring requests run again because the prefix cache reached a scored position
+        # the row after each block-aligned context, which a later text's cached prefix skips
+        self._context_rows = ContextRows(int(config.cache_config.block_size), self._vocab)
         self.cached_context_tokens = 0  # context tokens of scoring requests read from the prefix cache
         self._info: ModelInfo | None = None
 
@@ -265,12 +268,19 @@ class VLLMBackend(common.TokenizerText):
         with _raw_prompt_logprobs(use_raw):
             if self._prefix_caching:
                 starts = [r.start for r in requests]
-                outs, again, cached = score_with_prefix_cache(self._run, prompts, params, starts)
+                outs, again, cached = score_with_prefix_cache(
+                    self._run, prompts, params, starts, self._context_rows
+                )
                 self.rescored += again
                 self.cached_context_tokens += cached
             else:
                 outs = self._run(prompts, params)
             return [_token_scores(o, r, self._vocab) for o, r in zip(outs, requests, strict=True)]
+
+    @property
+    def completed_context_rows(self) -> int:
+        """Scoring outputs completed from a kept row instead of being scored again (vllm_context_rows)."""
+        return self._context_rows.completed
 
     def _score_args(self, r: ScoreRequest, full_ok: bool) -> dict[str, Any]:
         wants_full = r.full_vocab or (r.target_ids is not None and not self._v2)

@@ -11,7 +11,9 @@ generated text) are never hit. A cached position yields no logprob, so a request
 its cached prefix ends before its first scored position's context: `num_cached_tokens <= start - 1`
 (the logprob of token `start` comes from position `start - 1`). A request that was cached further
 (two texts that agree for a whole block after the prompt, or a context that ends on a block
-boundary) is scored again with the cache skipped, so the result is always complete.
+boundary) is scored again with the cache skipped, so the result is always complete; a context on a
+block boundary loses only the row after it, which an earlier text of that context left in
+`ContextRows` when it has the whole vocabulary (harness.backends.vllm_context_rows).
 
 Within one call, requests after the first one of a context run in a second wave, so they find the
 context cached: vLLM would otherwise prefill a context once per request scheduled together.
@@ -26,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
+
+from harness.backends.vllm_context_rows import ContextRows
 
 SCORING_SALT = "harness-scoring"  # scoring requests share cached blocks only with each other
 
@@ -51,25 +55,38 @@ def _waves(prompts: Sequence[list[int]], starts: Sequence[int]) -> tuple[list[in
 
 
 def score_with_prefix_cache(
-    run: Runner, prompts: list[list[int]], params: list[Any], starts: Sequence[int]
+    run: Runner,
+    prompts: list[list[int]],
+    params: list[Any],
+    starts: Sequence[int],
+    rows: ContextRows | None = None,
 ) -> tuple[list[Any], int, int]:
     """Outputs of every scoring request, in order; how many had to be scored again; and how many
     context tokens came from the cache in the outputs kept.
 
     `run(prompts, params, salt)` runs one engine call; params read the prefix cache here, and are
-    copied with `skip_reading_prefix_cache=True` for the requests scored again.
+    copied with `skip_reading_prefix_cache=True` for the requests scored again. With `rows`, an
+    output that lacks only the row after its block-aligned context is completed from the row an
+    earlier text of that context left there (harness.backends.vllm_context_rows) instead.
     """
     outs: list[Any] = [None] * len(prompts)
+
+    def keep(indices: list[int], found: list[Any]) -> None:
+        for i, out in zip(indices, found, strict=True):
+            outs[i] = out
+            if rows is not None and usable(out, starts[i]):
+                rows.remember(out, prompts[i], starts[i])
+
     for wave in _waves(prompts, starts):
         if wave:
-            found = run([prompts[i] for i in wave], [params[i] for i in wave], SCORING_SALT)
-            for i, out in zip(wave, found, strict=True):
-                outs[i] = out
-    again = [i for i, out in enumerate(outs) if not usable(out, starts[i])]
+            keep(wave, run([prompts[i] for i in wave], [params[i] for i in wave], SCORING_SALT))
+    again = [
+        i
+        for i, out in enumerate(outs)
+        if not usable(out, starts[i]) and not (rows is not None and rows.complete(out, prompts[i], starts[i]))
+    ]
     if again:
-        fresh = [_skipping(params[i]) for i in again]
-        for i, out in zip(again, run([prompts[i] for i in again], fresh, None), strict=True):
-            outs[i] = out
+        keep(again, run([prompts[i] for i in again], [_skipping(params[i]) for i in again], None))
     cached = sum(int(getattr(out, "num_cached_tokens", None) or 0) for out in outs)
     return outs, len(again), cached
 

@@ -2,7 +2,8 @@
 
 lm-eval is imported only inside these functions (it is slow to import). We build
 `ConfigurableTask` objects straight from a task YAML (lm-eval's own YAML loader resolves
-`include:` and `!function`), which skips TaskManager's index of 14k built-in tasks. Prompt
+`include:` and `!function`); TaskManager's index of 14k built-in tasks is built only to find a task
+by name, and kept between runs (harness.suites.lmeval_index). Prompt
 construction, few-shot sampling, filters and metrics all stay lm-eval's; the harness only runs
 the requests.
 """
@@ -79,42 +80,21 @@ def _absolute_data_files(files: Any, bases: Sequence[Path], task_file: Path, che
 
 
 LMEVAL_PREFIX = "lm-eval:"
-_TASK_INDEX: dict[str, Path] | None = None
-
-
-def lm_eval_tasks_root() -> Path:
-    import lm_eval.tasks
-
-    return Path(lm_eval.tasks.__file__).resolve().parent
 
 
 def resolve_task_ref(ref: str, base: Path) -> Path:
     """A suite's task entry -> a task YAML path: `lm-eval:NAME` (lm-eval's registry) or a path."""
+    from harness.suites.lmeval_index import task_index, task_yaml
+
     if not ref.startswith(LMEVAL_PREFIX):
         return (base / ref).resolve()
     name = ref.removeprefix(LMEVAL_PREFIX)
-    index = _lm_eval_index()
-    if name not in index:
-        close = sorted(n for n in index if name.split("_")[0] in n)[:8]
+    found = task_yaml(name)
+    if found is None:
+        close = sorted(n for n in task_index() if name.split("_")[0] in n)[:8]
         hint = f" (similar: {', '.join(close)})" if close else ""
         raise HarnessError(f"lm-eval has no task named {name!r}{hint}: see `lm-eval ls tasks` for names")
-    return index[name]
-
-
-def _lm_eval_index() -> dict[str, Path]:
-    """lm-eval's task name -> YAML file, built once per process with lm-eval's TaskManager (~5 s)."""
-    global _TASK_INDEX
-    if _TASK_INDEX is None:
-        from lm_eval.tasks import TaskManager
-
-        with _quiet():
-            manager = TaskManager()
-        _TASK_INDEX = {
-            name: Path(entry.yaml_path)
-            for name, entry in manager.task_index.items()
-            if getattr(entry, "yaml_path", None) is not None and str(entry.kind).endswith("TASK")
-        }
-    return _TASK_INDEX
+    return found
 
 
 def substitute(value: Any, variables: dict[str, str]) -> Any:

@@ -416,3 +416,23 @@ def test_vllm_computes_logits_only_for_scored_rows_across_chunks(vllm_tiny: Any,
         assert x.full_logprobs is not None and y.full_logprobs is not None
         np.testing.assert_allclose(x.full_logprobs, y.full_logprobs, atol=TOL)
         np.testing.assert_allclose(x.token_logprobs, y.token_logprobs, atol=TOL)
+
+
+def test_vllm_block_aligned_context_reuses_its_row_instead_of_rescoring(vllm_tiny: Any, hf_tiny: Any) -> None:
+    """A context of exactly two blocks: a later text finds it all cached, so the row scoring its first
+    token is never computed. The row the first text left completes it (no re-score), and every row
+    equals transformers'. A top-k request (no full rows kept for it) is still scored again."""
+    block = int(vllm_tiny._llm.llm_engine.vllm_config.cache_config.block_size)
+    context = tuple(hf_tiny.tokenize([" ".join(["Aligned context test."] + [TEXT] * 20)])[0])[: 2 * block]
+    texts = [tuple(hf_tiny.tokenize([f" so item {i} reads {w}"])[0]) for i, w in enumerate("xyz")]
+    reqs = [ScoreRequest(context + t, start=len(context), top_k=5, full_vocab=True) for t in texts]
+    rescored, completed = vllm_tiny.rescored, vllm_tiny.completed_context_rows
+    got = vllm_tiny.score_tokens(reqs[:1]) + vllm_tiny.score_tokens(reqs[1:])
+    assert vllm_tiny.rescored == rescored and vllm_tiny.completed_context_rows == completed + 2
+    for x, y in zip(got, hf_tiny.score_tokens(reqs), strict=True):
+        np.testing.assert_allclose(x.full_logprobs, y.full_logprobs, atol=TOL)
+        np.testing.assert_allclose(x.token_logprobs, y.token_logprobs, atol=TOL)
+    top_only = ScoreRequest(context + texts[0][:2] + texts[1], start=len(context), top_k=5)
+    x = vllm_tiny.score_tokens([top_only])[0]
+    assert vllm_tiny.rescored == rescored + 1
+    np.testing.assert_allclose(x.token_logprobs, hf_tiny.score_tokens([top_only])[0].token_logprobs, atol=TOL)

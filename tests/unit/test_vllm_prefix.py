@@ -70,6 +70,34 @@ def test_a_request_cached_into_its_scored_rows_is_scored_again_without_the_cache
     assert engine.calls[-1][1:] == (None, [True]) and not params.skip_reading_prefix_cache  # a copy
 
 
+class _Rows:
+    """Stands for ContextRows: completes outputs of context 8 only; records what it was shown."""
+
+    def __init__(self) -> None:
+        self.remembered: list[int] = []
+
+    def remember(self, out: Any, prompt: list[int], start: int) -> None:
+        self.remembered.append(out.num_cached_tokens)
+
+    def complete(self, out: Any, prompt: list[int], start: int) -> bool:
+        return start == 8
+
+
+def test_an_output_the_context_rows_complete_is_not_scored_again() -> None:
+    """A block-aligned context (8 tokens, blocks of 4): the later text finds all of it cached; the
+    kept row completes it. Another aligned context with no kept row is scored again."""
+    engine, rows = _Engine(), _Rows()
+    context = list(range(100, 108))
+    score_with_prefix_cache(engine, [context + [1]], [_Params()], [8], rows)  # type: ignore[arg-type]
+    outs, again, _ = score_with_prefix_cache(engine, [context + [2, 3]], [_Params()], [8], rows)  # type: ignore[arg-type]
+    assert again == 0 and outs[0].num_cached_tokens == 8 and len(engine.calls) == 2
+    other = list(range(300, 304))
+    score_with_prefix_cache(engine, [other + [1]], [_Params()], [4], rows)  # type: ignore[arg-type]
+    _, again, _ = score_with_prefix_cache(engine, [other + [2]], [_Params()], [4], rows)  # type: ignore[arg-type]
+    assert again == 1 and engine.calls[-1][1] is None
+    assert rows.remembered == [0, 0, 0]  # only complete outputs are offered: the first texts, the re-score
+
+
 def test_top_k_of_unsorted_full_rows_matches_a_full_sort() -> None:
     import numpy as np
 
