@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -128,3 +131,42 @@ def test_report_heatmap_geometry_and_colours() -> None:
         "about": "",
     }
     assert cka_view(None) is None and cka_heatmap({"matrix": []}) is None
+
+
+def test_cka_matrix_is_kept_beside_the_features_and_follows_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second entry on the same feature files reads the stored matrix; features written again (or a
+    damaged stored file) compute it again; a folder that cannot be written still gives the matrix."""
+    import os
+
+    from harness import kd_cka
+
+    rng = np.random.default_rng(0)
+    teacher, student = tmp_path / "t.npy", tmp_path / "s.npy"
+    np.save(teacher, rng.normal(size=(3, 40, 8)).astype(np.float32))
+    np.save(student, rng.normal(size=(2, 40, 8)).astype(np.float32))
+    calls: list[int] = []
+    real = kd_cka.cka_matrix
+
+    def counting(a: Any, b: Any) -> Any:
+        calls.append(1)
+        return real(a, b)
+
+    monkeypatch.setattr(kd_cka, "cka_matrix", counting)
+    first = kd_cka.cka_entry(teacher, student, 4)["matrix"]
+    assert kd_cka.cka_entry(teacher, student, 4)["matrix"] == first and len(calls) == 1
+    np.save(student, rng.normal(size=(2, 40, 8)).astype(np.float32))
+    os.utime(student, ns=(1, 1))
+    assert kd_cka.cka_entry(teacher, student, 4)["matrix"] != first and len(calls) == 2
+    for stored in tmp_path.glob("cka-*.npy"):
+        stored.write_bytes(b"damaged")
+    kd_cka.cka_entry(teacher, student, 4)
+    assert len(calls) == 3
+
+    def refuse(path: Path, write: Any) -> None:
+        raise PermissionError(f"read-only: {path}")
+
+    monkeypatch.setattr(kd_cka, "_atomic_write", refuse)
+    alone = kd_cka.stored_cka_matrix(teacher, teacher)
+    np.testing.assert_allclose(alone, real(list(np.load(teacher)), list(np.load(teacher))))
