@@ -90,7 +90,9 @@ def suite_args(args: argparse.Namespace) -> list[str]:
 def compare_cmd(args: argparse.Namespace, student: Path, out: Path, cache: Path, *, kd: bool) -> list[str]:
     cmd = [sys.executable, "-m", "harness", "compare", str(args.teacher), str(student), *suite_args(args)]
     cmd += ["--no-report", "--cache-dir", str(cache), "--out", str(out), "--backend", "vllm"]
-    return cmd + (["--kd-max-sequences", str(args.kd_max_sequences)] if kd else ["--no-kd"])
+    if not kd:
+        return cmd + ["--no-kd"]
+    return cmd + ["--kd-max-sequences", str(args.kd_max_sequences), "--kd-mode", args.kd_mode]
 
 
 def engine_seconds(run_dir: Path) -> dict[str, float]:
@@ -320,6 +322,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument(
         "--kd-max-sequences", type=int, default=48, help="KD sequences in the kd and nightly setups"
+    )
+    p.add_argument(
+        "--kd-mode",
+        default="auto",
+        choices=["auto", "exact", "lower-bound"],
+        help="the KD setups' --kd-mode (lower-bound: the teacher's top-k is cached, so a nightly run "
+        "with an unchanged teacher never starts it)",
     )
     p.add_argument("--setups", default=",".join(SETUPS))
     p.add_argument("--json", type=Path)

@@ -76,15 +76,35 @@ def weight_files(model_dir: Path) -> list[Path]:
     return sorted(p for p in model_dir.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
 
 
+def weights_stat(model_dir: Path) -> list[tuple[str, int, int, int, int]]:
+    """Name, size, inode, mtime and ctime of config.json and every weight file: any write to one of them,
+    a replaced file or a touched one changes it (ctime cannot be set back by a copy tool, as mtime can)."""
+    stats = []
+    for f in [model_dir / "config.json", *weight_files(model_dir)]:
+        st = f.stat()
+        stats.append((f.name, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+    return stats
+
+
+_FINGERPRINTS: dict[tuple[str, str], tuple[str, str]] = {}  # (folder, its weights_stat) -> fingerprint
+
+
 def fingerprint(model_dir: Path) -> tuple[str, str]:
-    """(sha256 hex, method) over config.json and the weight files; method is "full" or "sampled"."""
+    """(sha256 hex, method) over config.json and the weight files; method is "full" or "sampled".
+
+    Remembered in this process by the files' stat: the lazy backend and the engine it starts both ask,
+    and hashing the demo teacher's 0.5 GB takes about a second."""
+    key = (str(model_dir.resolve()), repr(weights_stat(model_dir)))
+    if key in _FINGERPRINTS:
+        return _FINGERPRINTS[key]
     files = weight_files(model_dir)
     full = sum(f.stat().st_size for f in files) <= FULL_HASH_LIMIT
     h = hashlib.sha256()
     h.update((model_dir / "config.json").read_bytes())
     for f in files:
         _hash_file(h, f, full)
-    return h.hexdigest(), "full" if full else "sampled"
+    _FINGERPRINTS[key] = (h.hexdigest(), "full" if full else "sampled")
+    return _FINGERPRINTS[key]
 
 
 def tokenizer_id(tokenizer: Any) -> str:

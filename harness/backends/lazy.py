@@ -53,12 +53,7 @@ def remembered_fingerprint(model_dir: Path, cache: ResponseCache) -> str:
     ctime: any write to a file, a replaced file or a touched one computes the hash again (ctime
     cannot be set back by a copy tool, as mtime can).
     """
-    files = [model_dir / "config.json", *common.weight_files(model_dir)]
-    stats = []
-    for f in files:
-        st = f.stat()
-        stats.append((f.name, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
-    key = blob_key("fingerprint-memo", str(model_dir.resolve()), stats)
+    key = blob_key("fingerprint-memo", str(model_dir.resolve()), common.weights_stat(model_dir))
     found = cache.get_json(key)
     if isinstance(found, dict) and isinstance(found.get("fingerprint"), str):
         return str(found["fingerprint"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,37 @@ def test_the_fingerprint_is_remembered_until_a_weight_file_changes(
     monkeypatch.setattr(common, "fingerprint", counting)
     assert remembered_fingerprint(model, cache) == expected and calls == []  # from the memo
     weights.write_bytes(b"\x01" + b"\x00" * 4095)  # same size, new content (and ctime)
+    _past_clock_granularity(weights)
     changed = remembered_fingerprint(model, cache)
     assert changed != expected and changed == real(model)[0] and len(calls) == 1
     cache.close()
+
+
+def _past_clock_granularity(path: Path) -> None:
+    """A rewrite within one tick of a coarse file-system clock keeps its mtime: move it on by 1 ms."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+def test_the_engine_asks_again_in_the_same_process_without_hashing_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lazy backend and the engine it starts both ask for the fingerprint: one hash per process."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"\x02" * 4096)
+    hashed: list[Path] = []
+    real = common._hash_file
+
+    def counting(h: object, f: Path, full: bool) -> None:
+        hashed.append(f)
+        real(h, f, full)
+
+    monkeypatch.setattr(common, "_hash_file", counting)
+    first = common.fingerprint(model)
+    assert common.fingerprint(model) == first and len(hashed) == 1
+    weights.write_bytes(b"\x03" * 4096)
+    _past_clock_granularity(weights)
+    assert common.fingerprint(model) != first and len(hashed) == 2
