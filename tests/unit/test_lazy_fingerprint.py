@@ -15,11 +15,7 @@ from harness.store.cache import ResponseCache
 def test_the_fingerprint_is_remembered_until_a_weight_file_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text('{"model_type": "llama"}')
-    weights = model / "model.safetensors"
-    weights.write_bytes(b"\x00" * 4096)
+    model, weights = _model_folder(tmp_path, b"\x00" * 4096)
     cache = ResponseCache(tmp_path / "cache" / "responses.sqlite")
     expected, _ = common.fingerprint(model)
     assert remembered_fingerprint(model, cache) == expected
@@ -39,6 +35,15 @@ def test_the_fingerprint_is_remembered_until_a_weight_file_changes(
     cache.close()
 
 
+def _model_folder(tmp_path: Path, weights: bytes) -> tuple[Path, Path]:
+    """A model folder (config.json and one weight file); the folder and the weight file."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    (model / "model.safetensors").write_bytes(weights)
+    return model, model / "model.safetensors"
+
+
 def _past_clock_granularity(path: Path) -> None:
     """A rewrite within one tick of a coarse file-system clock keeps its mtime: move it on by 1 ms."""
     st = path.stat()
@@ -49,11 +54,7 @@ def test_the_engine_asks_again_in_the_same_process_without_hashing_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The lazy backend and the engine it starts both ask for the fingerprint: one hash per process."""
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text('{"model_type": "llama"}')
-    weights = model / "model.safetensors"
-    weights.write_bytes(b"\x02" * 4096)
+    model, weights = _model_folder(tmp_path, b"\x02" * 4096)
     hashed: list[Path] = []
     real = common._hash_file
 

@@ -30,6 +30,13 @@ def index_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, obje
     return state
 
 
+def _stored_file(tmp_path: Path, text: str) -> None:
+    """The index file a run before this one left, with this text (signature "v1")."""
+    stored = tmp_path / "cache" / "lm-eval-task-index-v1.json"
+    stored.parent.mkdir()
+    stored.write_text(text)
+
+
 def _new_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lmeval_index, "_INDEX", None)
     monkeypatch.setattr(lmeval_index, "_FRESH", False)
@@ -57,9 +64,7 @@ def test_another_lm_eval_or_changed_task_files_build_it_again(
 def test_a_stored_entry_whose_file_has_gone_builds_it_again(
     index_env: dict[str, object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    stored = tmp_path / "cache" / "lm-eval-task-index-v1.json"
-    stored.parent.mkdir()
-    stored.write_text('{"demo": "/no/such/file.yaml", "other": "/x.yaml"}')
+    _stored_file(tmp_path, '{"demo": "/no/such/file.yaml", "other": "/x.yaml"}')
     assert lmeval_index.task_yaml("demo") == index_env["task"] and index_env["builds"] == 1
     assert lmeval_index.task_yaml("nothing") is None and index_env["builds"] == 1  # built fresh already
 
@@ -67,9 +72,7 @@ def test_a_stored_entry_whose_file_has_gone_builds_it_again(
 def test_a_broken_or_unwritable_store_only_costs_a_build(
     index_env: dict[str, object], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    stored = tmp_path / "cache" / "lm-eval-task-index-v1.json"
-    stored.parent.mkdir()
-    stored.write_text("{not json")
+    _stored_file(tmp_path, "{not json")
     assert lmeval_index.task_yaml("demo") == index_env["task"] and index_env["builds"] == 1
     _new_process(monkeypatch)
     blocker = tmp_path / "file"
