@@ -89,21 +89,35 @@ def weights_stat(model_dir: Path) -> list[tuple[str, int, int, int, int]]:
 _FINGERPRINTS: dict[tuple[str, str], tuple[str, str]] = {}  # (folder, its weights_stat) -> fingerprint
 
 
+def _memo_key(model_dir: Path, stats: list[tuple[str, int, int, int, int]]) -> tuple[str, str]:
+    return str(model_dir.resolve()), repr(stats)
+
+
+def _method(stats: list[tuple[str, int, int, int, int]]) -> str:
+    """ "full" when the weight files (every entry after config.json) are small enough to hash whole."""
+    return "full" if sum(size for _, size, *_ in stats[1:]) <= FULL_HASH_LIMIT else "sampled"
+
+
+def remember_fingerprint(model_dir: Path, stats: list[tuple[str, int, int, int, int]], value: str) -> None:
+    """Tell this process a folder's fingerprint, known elsewhere for these `weights_stat` (the lazy
+    backend's memo in the cache), so the engine it starts does not hash the weights again."""
+    _FINGERPRINTS[_memo_key(model_dir, stats)] = (value, _method(stats))
+
+
 def fingerprint(model_dir: Path) -> tuple[str, str]:
     """(sha256 hex, method) over config.json and the weight files; method is "full" or "sampled".
 
     Remembered in this process by the files' stat: the lazy backend and the engine it starts both ask,
     and hashing the demo teacher's 0.5 GB takes about a second."""
-    key = (str(model_dir.resolve()), repr(weights_stat(model_dir)))
-    if key in _FINGERPRINTS:
-        return _FINGERPRINTS[key]
-    files = weight_files(model_dir)
-    full = sum(f.stat().st_size for f in files) <= FULL_HASH_LIMIT
-    h = hashlib.sha256()
-    h.update((model_dir / "config.json").read_bytes())
-    for f in files:
-        _hash_file(h, f, full)
-    _FINGERPRINTS[key] = (h.hexdigest(), "full" if full else "sampled")
+    stats = weights_stat(model_dir)
+    key = _memo_key(model_dir, stats)
+    if key not in _FINGERPRINTS:
+        method = _method(stats)
+        h = hashlib.sha256()
+        h.update((model_dir / "config.json").read_bytes())
+        for f in weight_files(model_dir):
+            _hash_file(h, f, method == "full")
+        _FINGERPRINTS[key] = (h.hexdigest(), method)
     return _FINGERPRINTS[key]
 
 

@@ -53,9 +53,11 @@ def remembered_fingerprint(model_dir: Path, cache: ResponseCache) -> str:
     ctime: any write to a file, a replaced file or a touched one computes the hash again (ctime
     cannot be set back by a copy tool, as mtime can).
     """
-    key = blob_key("fingerprint-memo", str(model_dir.resolve()), common.weights_stat(model_dir))
+    stats = common.weights_stat(model_dir)
+    key = blob_key("fingerprint-memo", str(model_dir.resolve()), stats)
     found = cache.get_json(key)
     if isinstance(found, dict) and isinstance(found.get("fingerprint"), str):
+        common.remember_fingerprint(model_dir, stats, str(found["fingerprint"]))
         return str(found["fingerprint"])
     fingerprint, _ = common.fingerprint(model_dir)
     cache.put_json(fingerprint, key, {"fingerprint": fingerprint})

@@ -26,10 +26,18 @@ def _context_key(prompt: Sequence[int], start: int) -> bytes:
     return hashlib.blake2b(repr(tuple(prompt[:start])).encode(), digest_size=16).digest()
 
 
-def _raw(out: Any) -> list[tuple[Any, Any]] | None:
+def _scored_rows(out: Any, n_rows: int) -> tuple[Any, Any] | None:
+    """(ids, logprobs) of an output's last n_rows raw rows, as `_trailing_rows` reads them; None when
+    the output has no raw rows (a top-k request through vLLM's own path)."""
     plp = getattr(out, "prompt_logprobs", None)
     raw = plp.__dict__.get("harness_raw") if plp is not None and hasattr(plp, "__dict__") else None
-    return raw or None
+    if not raw:
+        return None
+    import torch
+
+    ids = torch.cat([t for t, _ in raw])[-n_rows:]
+    logprobs = torch.cat([v for _, v in raw])[-n_rows:]
+    return (ids, logprobs) if ids.shape[0] == n_rows else None
 
 
 class ContextRows:
@@ -48,12 +56,10 @@ class ContextRows:
 
     def remember(self, out: Any, prompt: Sequence[int], start: int) -> None:
         """Keep the first scored row of a complete output whose context ends on a block boundary."""
-        raw = _raw(out)
-        if not self._aligned(start) or raw is None:
+        rows = _scored_rows(out, len(prompt) - start) if self._aligned(start) else None
+        if rows is None or rows[0].shape[1] - 1 < self.vocab:  # none, or top-k rows
             return
-        ids, logprobs = raw[0]
-        if ids.shape[1] - 1 < self.vocab:  # a top-k row
-            return
+        ids, logprobs = rows
         key = _context_key(prompt, start)
         if key in self._rows:
             self._rows.move_to_end(key)
@@ -71,17 +77,15 @@ class ContextRows:
         True when the output is now complete: its cached prefix ended exactly at `start` (so only row
         `start - 1` is missing), it has full-vocabulary rows, and the row after its context is kept.
         """
-        raw = _raw(out)
         cached = int(getattr(out, "num_cached_tokens", None) or 0)
-        if raw is None or cached != start or not self._aligned(start):
+        if cached != start or not self._aligned(start):
             return False
-        row = self._rows.get(_context_key(prompt, start))
-        if row is None:
+        key = _context_key(prompt, start)
+        row = self._rows.get(key)
+        rows = _scored_rows(out, len(prompt) - start) if row is not None else None
+        if row is None or rows is None:
             return False
-        import torch
-
-        ids = torch.cat([t for t, _ in raw])
-        logprobs = torch.cat([v for _, v in raw])
+        ids, logprobs = rows
         if ids.shape[1] - 1 < self.vocab or ids.shape[1] != row[0].shape[0] + 1:
             return False
         row_ids, row_lps = row
@@ -92,6 +96,6 @@ class ContextRows:
         ids[0, 0], ids[0, 1:] = target, row_ids
         logprobs[0, 0], logprobs[0, 1:] = row_lps[int(hit[0, 0])], row_lps
         out.prompt_logprobs.__dict__["harness_raw"] = [(ids, logprobs)]
-        self._rows.move_to_end(_context_key(prompt, start))
+        self._rows.move_to_end(key)
         self.completed += 1
         return True

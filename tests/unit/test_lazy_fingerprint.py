@@ -68,3 +68,26 @@ def test_the_engine_asks_again_in_the_same_process_without_hashing_again(
     weights.write_bytes(b"\x03" * 4096)
     _past_clock_granularity(weights)
     assert common.fingerprint(model) != first and len(hashed) == 2
+
+
+def test_a_fingerprint_from_the_cache_memo_spares_the_engine_a_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later process finds the fingerprint in the cache; the engine it starts asks common.fingerprint,
+    which answers from what the lazy backend told it, with the same value and method."""
+    model, _ = _model_folder(tmp_path, b"\x04" * 4096)
+    cache = ResponseCache(tmp_path / "cache" / "responses.sqlite")
+    expected = common.fingerprint(model)
+    remembered_fingerprint(model, cache)
+    monkeypatch.setattr(common, "_FINGERPRINTS", {})  # a new process
+    hashed: list[Path] = []
+    real = common._hash_file
+
+    def counting(h: object, f: Path, full: bool) -> None:
+        hashed.append(f)
+        real(h, f, full)
+
+    monkeypatch.setattr(common, "_hash_file", counting)
+    assert remembered_fingerprint(model, cache) == expected[0]
+    assert common.fingerprint(model) == expected and hashed == []
+    cache.close()
